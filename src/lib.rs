@@ -1,0 +1,2 @@
+//! upg: compressed model archives served as ordinary files.
+pub mod codec;
