@@ -1,2 +1,8 @@
 //! upg: compressed model archives served as ordinary files.
+pub mod archive;
+pub mod cache;
+pub mod cli;
 pub mod codec;
+pub mod format;
+pub mod st;
+pub mod synth;

@@ -1,0 +1,331 @@
+//! Random-access reader: `Archive::open` validates the footer and the whole index up front, then
+//! `read_at(file, offset, buf)` serves any range, thread-safe from `&self`.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::ArchiveError;
+use crate::cache::{Bytes, CacheStats, ChunkCache};
+use crate::codec::Codec;
+use crate::format::{self, ChunkRecord, FileEntry, Footer, Index, SegmentKind};
+
+/// Default decoded-chunk cache for library users: 64 MiB holds 256 chunks of 256 KiB, enough for a
+/// few concurrent sequential readers; the mount picks its own budget from available memory.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Decoded-chunk cache budget in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// One chunk's share of a read: the chunk, and where its decoded bytes start in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSpan {
+    pub chunk: u32,
+    /// File offset of the chunk's first decoded byte.
+    pub file_offset: u64,
+    pub len: u32,
+}
+
+pub struct Archive {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    footer: Footer,
+    index: Index,
+    /// Per file, per segment: the file offset where the segment starts (for binary search).
+    seg_starts: Vec<Vec<u64>>,
+    cache: ChunkCache<ArchiveError>,
+}
+
+impl Archive {
+    pub fn open(path: impl AsRef<Path>) -> Result<Archive, ArchiveError> {
+        Self::open_with(path, OpenOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Archive, ArchiveError> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| ArchiveError::io(&path, e))?;
+        let meta = file.metadata().map_err(|e| ArchiveError::io(&path, e))?;
+        if !meta.is_file() {
+            return Err(ArchiveError::Io {
+                path,
+                msg: "not a regular file".into(),
+                kind: std::io::ErrorKind::InvalidInput,
+            });
+        }
+        let len = meta.len();
+        let fmt_err = |source| ArchiveError::Format {
+            path: path.clone(),
+            source,
+        };
+        if len < (format::SUPERBLOCK_LEN + format::FOOTER_LEN) as u64 {
+            return Err(fmt_err(format::FormatError::TooShort { len }));
+        }
+        let mut sb = [0u8; format::SUPERBLOCK_LEN];
+        file.read_exact_at(&mut sb, 0)
+            .map_err(|e| ArchiveError::io(&path, e))?;
+        format::parse_superblock(&sb).map_err(fmt_err)?;
+        let mut fb = [0u8; format::FOOTER_LEN];
+        file.read_exact_at(&mut fb, len - format::FOOTER_LEN as u64)
+            .map_err(|e| ArchiveError::io(&path, e))?;
+        let footer = format::parse_footer(&fb, len).map_err(fmt_err)?;
+        let ilen = usize::try_from(footer.index_len).map_err(|_| {
+            fmt_err(format::FormatError::IndexOutOfRange {
+                offset: footer.index_offset,
+                len: footer.index_len,
+                file_len: len,
+            })
+        })?;
+        let mut ib = vec![0u8; ilen];
+        file.read_exact_at(&mut ib, footer.index_offset)
+            .map_err(|e| ArchiveError::io(&path, e))?;
+        if xxh3_64(&ib) != footer.index_hash {
+            return Err(fmt_err(format::FormatError::IndexChecksum));
+        }
+        let index = Index::parse(&ib, footer.index_offset).map_err(fmt_err)?;
+        let seg_starts = index
+            .files
+            .iter()
+            .map(|f| {
+                let mut at = 0u64;
+                f.segments
+                    .iter()
+                    .map(|s| {
+                        let start = at;
+                        at += s.len; // cannot overflow: parse checked the sum
+                        start
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Archive {
+            path,
+            file,
+            len,
+            footer,
+            index,
+            seg_starts,
+            cache: ChunkCache::new(opts.cache_bytes),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Size of the archive file in bytes.
+    pub fn archive_len(&self) -> u64 {
+        self.len
+    }
+    pub fn format_minor(&self) -> u16 {
+        self.footer.minor
+    }
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+    pub fn files(&self) -> &[FileEntry] {
+        &self.index.files
+    }
+    pub fn chunks(&self) -> &[ChunkRecord] {
+        &self.index.chunks
+    }
+    /// The archive's JSON metadata block, parsed (an empty object when unparsable).
+    pub fn meta(&self) -> serde_json::Value {
+        serde_json::from_str(&self.index.meta).unwrap_or_else(|_| serde_json::json!({}))
+    }
+    pub fn file_index(&self, path: &str) -> Option<usize> {
+        self.index.files.iter().position(|f| f.path == path)
+    }
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+    pub fn cache(&self) -> &ChunkCache<ArchiveError> {
+        &self.cache
+    }
+    /// True when every chunk uses a lossless codec.
+    pub fn is_lossless(&self) -> bool {
+        self.index.chunks.iter().all(|c| {
+            Codec::from_id(c.codec_id, c.codec_param)
+                .map(|c| c.is_lossless())
+                .unwrap_or(true)
+        })
+    }
+
+    /// Read the chunk's stored bytes, check them, decode, check the result. No cache.
+    pub fn decode_chunk_uncached(&self, id: u32) -> Result<Vec<u8>, ArchiveError> {
+        let rec = *self
+            .index
+            .chunks
+            .get(id as usize)
+            .ok_or_else(|| ArchiveError::NoSuchFile(format!("chunk {id}")))?;
+        let mut stored = vec![0u8; rec.stored_len as usize];
+        self.file
+            .read_exact_at(&mut stored, rec.offset)
+            .map_err(|e| ArchiveError::io(&self.path, e))?;
+        let (archive, offset) = (self.path.clone(), rec.offset);
+        if xxh3_64(&stored) != rec.stored_hash {
+            return Err(ArchiveError::StoredChecksum {
+                archive,
+                chunk: id,
+                offset,
+            });
+        }
+        // from_id cannot fail: Index::parse checked every codec id.
+        let codec = Codec::from_id(rec.codec_id, rec.codec_param).map_err(|source| {
+            ArchiveError::Decode {
+                archive: archive.clone(),
+                chunk: id,
+                offset,
+                source,
+            }
+        })?;
+        let mut out = vec![0u8; rec.decoded_len as usize];
+        codec
+            .decode(&stored, &mut out)
+            .map_err(|source| ArchiveError::Decode {
+                archive: archive.clone(),
+                chunk: id,
+                offset,
+                source,
+            })?;
+        if xxh3_64(&out) != rec.decoded_hash {
+            return Err(ArchiveError::DecodedChecksum {
+                archive,
+                chunk: id,
+                offset,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The decoded chunk, through the cache (decoded once however many threads ask).
+    pub fn chunk(&self, id: u32) -> Result<Bytes, ArchiveError> {
+        self.cache
+            .get_or_decode(id, || self.decode_chunk_uncached(id).map(Bytes::from))
+    }
+
+    /// The chunks covering `[offset, offset+len)` of file `file`, clamped to the file size.
+    pub fn spans(
+        &self,
+        file: usize,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<ChunkSpan>, ArchiveError> {
+        let f = self
+            .index
+            .files
+            .get(file)
+            .ok_or_else(|| ArchiveError::NoSuchFile(format!("#{file}")))?;
+        let end = offset.saturating_add(len).min(f.size);
+        let mut out = Vec::new();
+        if offset >= end {
+            return Ok(out);
+        }
+        let starts = &self.seg_starts[file];
+        // Last segment whose start is <= offset (zero-length segments are skipped by the loop).
+        let mut si = starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let mut pos = offset;
+        while pos < end && si < f.segments.len() {
+            let seg = &f.segments[si];
+            let seg_start = starts[si];
+            let seg_end = seg_start + seg.len;
+            if pos < seg_end {
+                let cs = u64::from(seg.chunk_size);
+                let mut k = (pos - seg_start) / cs;
+                while pos < end && pos < seg_end {
+                    let cstart = seg_start + k * cs;
+                    let clen = cs.min(seg_end - cstart);
+                    out.push(ChunkSpan {
+                        chunk: seg.chunks[k as usize],
+                        file_offset: cstart,
+                        len: clen as u32,
+                    });
+                    pos = cstart + clen;
+                    k += 1;
+                }
+            }
+            si += 1;
+        }
+        Ok(out)
+    }
+
+    /// Read up to `buf.len()` bytes of file `file` at `offset`. Returns the number of bytes read:
+    /// short only at end of file (0 at or past EOF). A damaged chunk fails the whole read with an
+    /// error naming the file and the offset of the damaged chunk; no bytes are returned as valid.
+    pub fn read_at(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<usize, ArchiveError> {
+        let spans = self.spans(file, offset, buf.len() as u64)?;
+        let mut n = 0usize;
+        for s in spans {
+            let data = self.chunk(s.chunk).map_err(|e| ArchiveError::Read {
+                file: self.index.files[file].path.clone(),
+                offset: s.file_offset.max(offset),
+                source: Box::new(e),
+            })?;
+            let from = (offset + n as u64 - s.file_offset) as usize;
+            let take = (s.len as usize - from).min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&data[from..from + take]);
+            n += take;
+        }
+        Ok(n)
+    }
+
+    /// Tensor segments of a safetensors file in header order, with their stored/decoded sizes.
+    pub fn segment_sizes(&self, file: usize) -> Vec<(SegmentKind, u64, u64, Option<Codec>)> {
+        let Some(f) = self.index.files.get(file) else {
+            return Vec::new();
+        };
+        f.segments
+            .iter()
+            .map(|s| {
+                let stored: u64 = s
+                    .chunks
+                    .iter()
+                    .map(|&c| u64::from(self.index.chunks[c as usize].stored_len))
+                    .sum();
+                let codec = s.chunks.first().and_then(|&c| {
+                    let r = &self.index.chunks[c as usize];
+                    Codec::from_id(r.codec_id, r.codec_param).ok()
+                });
+                (s.kind, s.len, stored, codec)
+            })
+            .collect()
+    }
+}
+
+/// Read a whole stored file (for `unpack`, `verify` and tests).
+pub fn read_all(a: &Archive, file: usize) -> Result<Vec<u8>, ArchiveError> {
+    let size = a
+        .files()
+        .get(file)
+        .ok_or_else(|| ArchiveError::NoSuchFile(format!("#{file}")))?
+        .size;
+    let mut buf = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+    let n = a.read_at(file, 0, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("path", &self.path)
+            .field("files", &self.index.files.len())
+            .finish()
+    }
+}
+
+/// Shared handle used by the mount and benches.
+pub type SharedArchive = Arc<Archive>;

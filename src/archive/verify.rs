@@ -1,0 +1,282 @@
+//! Verification and extraction. `verify` decodes every chunk through the same checked path the
+//! reader uses (stored checksum, decode, decoded checksum) and recomputes every file's SHA-256;
+//! `unpack` writes files while hashing them and refuses to finish on any mismatch.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::{Archive, ArchiveError};
+
+/// Chunks decoded per parallel step while streaming a file through SHA-256.
+const STEP_CHUNKS: usize = 64;
+
+/// One thing found wrong, located as precisely as possible.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    pub file: Option<String>,
+    pub offset: Option<u64>,
+    pub message: String,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub files_checked: usize,
+    pub chunks_checked: usize,
+    pub bytes_checked: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Stream file `fi` chunk by chunk (decoded in parallel steps), calling `sink` with consecutive
+/// byte runs. Stops at the first damaged chunk and reports where it is.
+pub fn stream_file(
+    a: &Archive,
+    fi: usize,
+    mut sink: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<u64, Problem> {
+    let f = &a.files()[fi];
+    let spans = a.spans(fi, 0, f.size).map_err(|e| Problem {
+        file: Some(f.path.clone()),
+        offset: None,
+        message: e.to_string(),
+    })?;
+    let mut n = 0u64;
+    for step in spans.chunks(STEP_CHUNKS) {
+        let decoded: Vec<_> = step
+            .par_iter()
+            .map(|s| a.decode_chunk_uncached(s.chunk))
+            .collect();
+        for (s, d) in step.iter().zip(decoded) {
+            let d = d.map_err(|e| Problem {
+                file: Some(f.path.clone()),
+                offset: Some(s.file_offset),
+                message: e.to_string(),
+            })?;
+            sink(&d).map_err(|m| Problem {
+                file: Some(f.path.clone()),
+                offset: Some(s.file_offset),
+                message: m,
+            })?;
+            n += d.len() as u64;
+        }
+    }
+    Ok(n)
+}
+
+/// Check every chunk and every file's SHA-256; with `against`, also compare each file with the
+/// original under that directory (or that single file, for a one-file archive).
+pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
+    let mut rep = VerifyReport::default();
+    let mut referenced = vec![false; a.chunks().len()];
+    for (fi, f) in a.files().iter().enumerate() {
+        for s in &f.segments {
+            for &c in &s.chunks {
+                referenced[c as usize] = true;
+            }
+        }
+        let mut sha = Sha256::new();
+        let mut orig = against
+            .map(|root| original_path(root, a, &f.path))
+            .map(File::open);
+        let mut mismatch_at: Option<u64> = None;
+        let mut pos = 0u64;
+        let mut buf = Vec::new();
+        let res = stream_file(a, fi, |d| {
+            sha.update(d);
+            if let Some(Ok(o)) = orig.as_mut() {
+                if mismatch_at.is_none() {
+                    buf.resize(d.len(), 0);
+                    let same = o.read_exact(&mut buf).is_ok() && buf == d;
+                    if !same {
+                        let k = buf.iter().zip(d).position(|(x, y)| x != y).unwrap_or(0);
+                        mismatch_at = Some(pos + k as u64);
+                    }
+                }
+            }
+            pos += d.len() as u64;
+            Ok(())
+        });
+        rep.files_checked += 1;
+        match res {
+            Err(p) => rep.problems.push(p),
+            Ok(n) => {
+                rep.bytes_checked += n;
+                if <[u8; 32]>::from(sha.finalize()) != f.sha256 {
+                    rep.problems.push(Problem {
+                        file: Some(f.path.clone()),
+                        offset: None,
+                        message: "SHA-256 of the stored file does not match the index".into(),
+                    });
+                }
+            }
+        }
+        match orig {
+            Some(Err(e)) => rep.problems.push(Problem {
+                file: Some(f.path.clone()),
+                offset: None,
+                message: format!("original cannot be opened: {e}"),
+            }),
+            Some(Ok(mut o)) => {
+                let orig_len = o.metadata().map(|m| m.len()).unwrap_or(0);
+                if let Some(at) = mismatch_at {
+                    rep.problems.push(Problem {
+                        file: Some(f.path.clone()),
+                        offset: Some(at),
+                        message: "differs from the original".into(),
+                    });
+                } else if orig_len != f.size {
+                    rep.problems.push(Problem {
+                        file: Some(f.path.clone()),
+                        offset: None,
+                        message: format!("original is {orig_len} bytes, archive serves {}", f.size),
+                    });
+                }
+                let _ = o.read(&mut [0u8; 1]);
+            }
+            None => {}
+        }
+    }
+    let orphans: Vec<u32> = (0..a.chunks().len() as u32)
+        .filter(|&c| !referenced[c as usize])
+        .collect();
+    for r in orphans
+        .par_iter()
+        .map(|&c| a.decode_chunk_uncached(c))
+        .collect::<Vec<_>>()
+    {
+        if let Err(e) = r {
+            rep.problems.push(Problem {
+                file: None,
+                offset: None,
+                message: e.to_string(),
+            });
+        }
+    }
+    rep.chunks_checked = a.chunks().len();
+    if let Some(root) = against {
+        if root.is_dir() {
+            extra_originals(root, "", a, &mut rep);
+        }
+    }
+    rep
+}
+
+fn original_path(root: &Path, a: &Archive, rel: &str) -> PathBuf {
+    if root.is_file() && a.files().len() == 1 {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
+fn extra_originals(dir: &Path, prefix: &str, a: &Archive, rep: &mut VerifyReport) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let p = e.path();
+        if p.is_dir() {
+            extra_originals(&p, &rel, a, rep);
+        } else if a.file_index(&rel).is_none() {
+            rep.problems.push(Problem {
+                file: Some(rel),
+                offset: None,
+                message: "present in the original directory, missing from the archive".into(),
+            });
+        }
+    }
+}
+
+/// Errors of `unpack`.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The output directory exists and is not empty, and `force` was not given.
+    #[error("output {0} exists and is not empty (use --force to replace it)")]
+    OutputExists(PathBuf),
+    /// Writing failed.
+    #[error("{path}: {msg}")]
+    Io { path: PathBuf, msg: String },
+    /// A stored file could not be read back correctly.
+    #[error("{}{}: {}", .0.file.as_deref().unwrap_or("archive"), .0.offset.map(|o| format!(" at offset {o}")).unwrap_or_default(), .0.message)]
+    Damaged(Problem),
+    /// Opening the archive failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+/// Write every stored file under `out`. Files are written into a temporary directory beside
+/// `out`, each checked against its SHA-256, and the directory is renamed into place only when all
+/// are complete: a damaged archive or a full disk leaves nothing under `out`.
+pub fn unpack(a: &Archive, out: &Path, force: bool, progress: bool) -> Result<u64, UnpackError> {
+    let ioe = |path: &Path, e: std::io::Error| UnpackError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    let exists = out.exists();
+    if exists
+        && !force
+        && std::fs::read_dir(out)
+            .map_err(|e| ioe(out, e))?
+            .next()
+            .is_some()
+    {
+        return Err(UnpackError::OutputExists(out.to_path_buf()));
+    }
+    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = out.with_file_name(format!(".{name}.upg-tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| ioe(&tmp, e))?;
+    let total: u64 = a.files().iter().map(|f| f.size).sum();
+    let bar = crate::cli::progress_bar(progress, total, "unpacking");
+    let result = (|| {
+        for (fi, f) in a.files().iter().enumerate() {
+            let dest = tmp.join(&f.path);
+            if let Some(p) = dest.parent() {
+                std::fs::create_dir_all(p).map_err(|e| ioe(p, e))?;
+            }
+            let mut w = std::io::BufWriter::with_capacity(
+                1 << 20,
+                File::create(&dest).map_err(|e| ioe(&dest, e))?,
+            );
+            let mut sha = Sha256::new();
+            stream_file(a, fi, |d| {
+                sha.update(d);
+                bar.inc(d.len() as u64);
+                w.write_all(d)
+                    .map_err(|e| format!("writing {}: {e}", dest.display()))
+            })
+            .map_err(UnpackError::Damaged)?;
+            if <[u8; 32]>::from(sha.finalize()) != f.sha256 {
+                return Err(UnpackError::Damaged(Problem {
+                    file: Some(f.path.clone()),
+                    offset: None,
+                    message: "SHA-256 mismatch".into(),
+                }));
+            }
+            let file = w.into_inner().map_err(|e| ioe(&dest, e.into_error()))?;
+            file.sync_all().map_err(|e| ioe(&dest, e))?;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(f.mode & 0o7777))
+                .map_err(|e| ioe(&dest, e))?;
+        }
+        if exists {
+            std::fs::remove_dir_all(out).map_err(|e| ioe(out, e))?;
+        }
+        std::fs::rename(&tmp, out).map_err(|e| ioe(out, e))?;
+        Ok(total)
+    })();
+    bar.finish_and_clear();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}

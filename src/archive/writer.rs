@@ -1,0 +1,587 @@
+//! Streaming writer: `pack(input, output, options)`.
+//!
+//! Pipeline, one batch at a time (a batch is `threads × BATCH_PER_THREAD` chunks, in file order):
+//! 1. read each chunk's bytes with `pread` (parallel);
+//! 2. in parallel: encode the chunks (rayon) and feed the files' SHA-256 in order (one task);
+//! 3. sequentially: de-duplicate by decoded content, append stored bytes to the output, record
+//!    chunk records.
+//!
+//! Memory is therefore bounded by one batch of input plus its encoded output plus the index,
+//! whatever the shard size. The archive is written to a temporary file beside the output and
+//! renamed into place only after the footer is written and synced, so a failed pack (bad input,
+//! disk full, interrupt) never leaves a file under the output name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+
+use crate::codec::Codec;
+use crate::format::{self, ChunkRecord, FileEntry, Footer, Index, Segment, SegmentKind};
+use crate::st;
+
+/// Default decoded chunk size. 256 KiB: a 4 KiB random read decodes at most this much (about
+/// 0.2 ms at 1.5 GiB/s), while per-chunk coder tables cost well under 0.1% of ratio at this size
+/// (measured in docs/FORMAT.md). A multiple of 4 KiB and of every element size.
+pub const DEFAULT_CHUNK_SIZE: u32 = 256 << 10;
+/// Chunks per thread in one batch: enough to keep every thread busy while the batch's SHA-256 is
+/// computed, small enough that a batch stays a few MiB per thread.
+const BATCH_PER_THREAD: usize = 4;
+/// zstd level for non-float data: level 3 (zstd's default) compresses JSON/tokenizers well at
+/// several hundred MB/s; these files are a few MB, so a higher level buys little.
+pub const ZSTD_LEVEL: u8 = 3;
+
+/// Errors of `pack`; each names the input or output at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The input path does not exist.
+    #[error("input {0} does not exist")]
+    InputMissing(PathBuf),
+    /// The input directory holds no regular files.
+    #[error("input {0} holds no files to pack")]
+    InputEmpty(PathBuf),
+    /// The input is neither a directory nor a `.safetensors` file.
+    #[error("input {0} is neither a directory nor a .safetensors file")]
+    InputKind(PathBuf),
+    /// Reading or writing failed.
+    #[error("{path}: {msg}")]
+    Io { path: PathBuf, msg: String },
+    /// A `.safetensors` file is malformed.
+    #[error("{path}: malformed safetensors: {msg}")]
+    Safetensors { path: PathBuf, msg: String },
+    /// A symbolic link that upg does not follow (see docs/DESIGN.md: links to directories, dangling links).
+    #[error("{path}: {msg}")]
+    Symlink { path: PathBuf, msg: String },
+    /// The output would be written inside the input directory.
+    #[error("output {output} is inside the input directory {input}; write it elsewhere")]
+    OutputInsideInput { output: PathBuf, input: PathBuf },
+    /// The output exists and `--force` was not given.
+    #[error("output {0} exists (use --force to overwrite)")]
+    OutputExists(PathBuf),
+    /// A path in the input cannot be stored (not UTF-8, too long, ...).
+    #[error("{path}: cannot be stored: {msg}")]
+    BadPath { path: PathBuf, msg: String },
+    /// Invalid option value.
+    #[error("{0}")]
+    Options(String),
+    /// A codec refused its input.
+    #[error("{path}: tensor {tensor}: {msg}")]
+    Codec {
+        path: PathBuf,
+        tensor: String,
+        msg: String,
+    },
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> PackError {
+    PackError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    pub chunk_size: u32,
+    /// Worker threads (0 = all cores).
+    pub threads: usize,
+    pub force: bool,
+    pub progress: bool,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            threads: 0,
+            force: false,
+            progress: false,
+        }
+    }
+}
+
+/// Bytes in and out for one class of data (a dtype, or "other files").
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClassTotals {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub tensors: u64,
+    pub params: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PackSummary {
+    pub files: usize,
+    pub tensors: u64,
+    pub params: u64,
+    pub bytes_in: u64,
+    /// Size of the archive file, index and framing included.
+    pub bytes_out: u64,
+    pub chunks: u64,
+    pub dedup_chunks: u64,
+    pub dedup_bytes: u64,
+    pub per_class: BTreeMap<String, ClassTotals>,
+    pub seconds: f64,
+    pub threads: usize,
+}
+
+/// One regular file to store.
+struct InputFile {
+    abs: PathBuf,
+    rel: String,
+    mode: u32,
+    size: u64,
+}
+
+/// Collect the input files: a single `.safetensors` file, or every regular file under a directory
+/// (sorted, so archives are reproducible). Symlinks to regular files are followed (Hugging Face's
+/// cache stores snapshots as links into a blob store); links to directories and dangling links are
+/// refused by name, so nothing outside the input is pulled in by surprise and no loop is possible.
+fn collect(input: &Path) -> Result<Vec<InputFile>, PackError> {
+    let meta = std::fs::metadata(input).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => PackError::InputMissing(input.to_path_buf()),
+        _ => io_err(input, e),
+    })?;
+    if meta.is_file() {
+        if input.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            return Err(PackError::InputKind(input.to_path_buf()));
+        }
+        let rel = input
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| PackError::BadPath {
+                path: input.into(),
+                msg: "name is not UTF-8".into(),
+            })?
+            .to_string();
+        return Ok(vec![InputFile {
+            abs: input.to_path_buf(),
+            rel,
+            mode: meta.permissions().mode() & 0o7777,
+            size: meta.len(),
+        }]);
+    }
+    if !meta.is_dir() {
+        return Err(PackError::InputKind(input.to_path_buf()));
+    }
+    let mut out = Vec::new();
+    walk(input, "", &mut out)?;
+    if out.is_empty() {
+        return Err(PackError::InputEmpty(input.to_path_buf()));
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<InputFile>) -> Result<(), PackError> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| io_err(dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let name = e
+            .file_name()
+            .into_string()
+            .map_err(|_| PackError::BadPath {
+                path: path.clone(),
+                msg: "name is not UTF-8".into(),
+            })?;
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        format::validate_path(&rel).map_err(|m| PackError::BadPath {
+            path: path.clone(),
+            msg: m.into(),
+        })?;
+        let lmeta = std::fs::symlink_metadata(&path).map_err(|e| io_err(&path, e))?;
+        let meta = if lmeta.file_type().is_symlink() {
+            let m = std::fs::metadata(&path).map_err(|_| PackError::Symlink {
+                path: path.clone(),
+                msg: "dangling symbolic link".into(),
+            })?;
+            if m.is_dir() {
+                return Err(PackError::Symlink {
+                    path: path.clone(),
+                    msg: "symbolic link to a directory (not followed; copy or remove it)".into(),
+                });
+            }
+            m
+        } else {
+            lmeta
+        };
+        if meta.is_dir() {
+            walk(&path, &rel, out)?;
+        } else if meta.is_file() {
+            out.push(InputFile {
+                abs: path,
+                rel,
+                mode: meta.permissions().mode() & 0o7777,
+                size: meta.len(),
+            });
+        } else {
+            return Err(PackError::BadPath {
+                path,
+                msg: "not a regular file, directory or symlink (device, socket or fifo)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// How one segment is coded.
+#[derive(Clone)]
+struct SegPlan {
+    kind: SegmentKind,
+    start: u64,
+    len: u64,
+    codec: Codec,
+    /// Class for the summary: dtype name, or "other files".
+    class: String,
+    tensor: Option<(String, u64)>, // name, parameter count
+}
+
+fn plan_file(f: &InputFile) -> Result<Vec<SegPlan>, PackError> {
+    let plain = |len| {
+        vec![SegPlan {
+            kind: SegmentKind::Plain,
+            start: 0,
+            len,
+            codec: Codec::Zstd(ZSTD_LEVEL),
+            class: "other files".into(),
+            tensor: None,
+        }]
+    };
+    if !f.rel.ends_with(".safetensors") {
+        return Ok(plain(f.size));
+    }
+    let layout = st::Layout::read(&f.abs).map_err(|e| match e {
+        st::StError::Io(e) => io_err(&f.abs, e),
+        e => PackError::Safetensors {
+            path: f.abs.clone(),
+            msg: e.to_string(),
+        },
+    })?;
+    let mut segs = vec![SegPlan {
+        kind: SegmentKind::StHeader,
+        start: 0,
+        len: layout.data_start,
+        codec: Codec::Zstd(ZSTD_LEVEL),
+        class: "other files".into(),
+        tensor: None,
+    }];
+    for t in &layout.tensors {
+        let codec = match st::float_kind(t.dtype) {
+            Some(k) => Codec::Float(k),
+            None => Codec::Zstd(ZSTD_LEVEL),
+        };
+        segs.push(SegPlan {
+            kind: SegmentKind::Tensor,
+            start: layout.data_start + t.start,
+            len: t.end - t.start,
+            codec,
+            class: format!("{:?}", t.dtype),
+            tensor: Some((t.name.clone(), t.numel)),
+        });
+    }
+    Ok(segs)
+}
+
+struct Job {
+    seg: usize,
+    offset: u64,
+    len: usize,
+    codec: Codec,
+}
+
+struct Done {
+    stored: Vec<u8>,
+    codec: Codec,
+    decoded_len: u32,
+    stored_hash: u64,
+    decoded_hash: u64,
+    key: u128,
+}
+
+fn encode_job(job: &Job, data: &[u8]) -> Result<Done, String> {
+    let mut stored = Vec::new();
+    job.codec
+        .encode(data, &mut stored)
+        .map_err(|e| e.to_string())?;
+    let mut codec = job.codec;
+    if stored.len() >= data.len() {
+        // Coding did not pay: store verbatim, so no chunk is ever larger than its input.
+        stored.clear();
+        stored.extend_from_slice(data);
+        codec = Codec::Raw;
+    }
+    Ok(Done {
+        stored_hash: xxh3_64(&stored),
+        decoded_hash: xxh3_64(data),
+        key: xxh3_128(data),
+        stored,
+        codec,
+        decoded_len: data.len() as u32,
+    })
+}
+
+/// Removes the temporary output unless the pack completed.
+struct TempGuard {
+    path: PathBuf,
+    done: bool,
+}
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn check_output(inputs: &Path, output: &Path, force: bool) -> Result<(), PackError> {
+    let in_abs = std::fs::canonicalize(inputs).map_err(|e| io_err(inputs, e))?;
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let parent_abs = std::fs::canonicalize(&parent).map_err(|e| io_err(&parent, e))?;
+    if in_abs.is_dir() && parent_abs.starts_with(&in_abs) {
+        return Err(PackError::OutputInsideInput {
+            output: output.into(),
+            input: inputs.into(),
+        });
+    }
+    match std::fs::symlink_metadata(output) {
+        Ok(m) if m.is_dir() => Err(PackError::Io {
+            path: output.into(),
+            msg: "is a directory".into(),
+        }),
+        Ok(_) if !force => Err(PackError::OutputExists(output.into())),
+        _ => Ok(()),
+    }
+}
+
+/// Pack `input` (a model directory or one `.safetensors` file) into the archive `output`.
+pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSummary, PackError> {
+    let cs = opts.chunk_size;
+    if cs < 4096 || cs % 4096 != 0 || cs > format::MAX_CHUNK_LEN {
+        return Err(PackError::Options(format!(
+            "chunk size {cs} must be a multiple of 4096 between 4 KiB and {} MiB",
+            format::MAX_CHUNK_LEN >> 20
+        )));
+    }
+    let t0 = Instant::now();
+    let inputs = collect(input)?;
+    check_output(input, output, opts.force)?;
+    let plans: Vec<Vec<SegPlan>> = inputs.iter().map(plan_file).collect::<Result<_, _>>()?;
+
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| PackError::Options(format!("thread pool: {e}")))?;
+
+    let tmp = output.with_file_name(format!(
+        ".{}.upg-tmp-{}",
+        output
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("archive"),
+        std::process::id()
+    ));
+    let mut guard = TempGuard {
+        path: tmp.clone(),
+        done: false,
+    };
+    let out_file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    let mut w = BufWriter::with_capacity(4 << 20, out_file);
+    w.write_all(&format::superblock())
+        .map_err(|e| io_err(output, e))?;
+    let mut pos = format::SUPERBLOCK_LEN as u64;
+
+    let total_in: u64 = inputs.iter().map(|f| f.size).sum();
+    let bar = crate::cli::progress_bar(opts.progress, total_in, "packing");
+
+    let mut chunks: Vec<ChunkRecord> = Vec::new();
+    let mut dedup: HashMap<(u128, u32, Codec), u32> = HashMap::new();
+    let mut summary = PackSummary {
+        files: inputs.len(),
+        threads,
+        ..Default::default()
+    };
+    let mut files = Vec::with_capacity(inputs.len());
+
+    for (f, plan) in inputs.iter().zip(&plans) {
+        let src = File::open(&f.abs).map_err(|e| io_err(&f.abs, e))?;
+        let mut segments: Vec<Segment> = plan
+            .iter()
+            .map(|p| Segment {
+                kind: p.kind,
+                len: p.len,
+                chunk_size: cs,
+                chunks: Vec::new(),
+            })
+            .collect();
+        let mut jobs = Vec::new();
+        for (si, p) in plan.iter().enumerate() {
+            let mut off = 0u64;
+            while off < p.len {
+                let len = (p.len - off).min(u64::from(cs)) as usize;
+                jobs.push(Job {
+                    seg: si,
+                    offset: p.start + off,
+                    len,
+                    codec: p.codec,
+                });
+                off += len as u64;
+            }
+            let c = summary.per_class.entry(p.class.clone()).or_default();
+            c.bytes_in += p.len;
+            if let Some((_, n)) = &p.tensor {
+                c.tensors += 1;
+                c.params += n;
+                summary.tensors += 1;
+                summary.params += n;
+            }
+        }
+        let mut sha = Sha256::new();
+        let mut hashed = 0u64;
+        for batch in jobs.chunks(threads * BATCH_PER_THREAD) {
+            let datas: Vec<Vec<u8>> = pool
+                .install(|| {
+                    batch
+                        .par_iter()
+                        .map(|j| {
+                            let mut b = vec![0u8; j.len];
+                            src.read_exact_at(&mut b, j.offset).map(|_| b)
+                        })
+                        .collect::<Result<_, _>>()
+                })
+                .map_err(|e| {
+                    let e = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        std::io::Error::other("file shrank while being packed")
+                    } else {
+                        e
+                    };
+                    io_err(&f.abs, e)
+                })?;
+            let (done, _) = pool.install(|| {
+                rayon::join(
+                    || {
+                        batch
+                            .par_iter()
+                            .zip(&datas)
+                            .map(|(j, d)| encode_job(j, d))
+                            .collect::<Vec<_>>()
+                    },
+                    || datas.iter().for_each(|d| sha.update(d)),
+                )
+            });
+            for ((j, d), data) in batch.iter().zip(done).zip(&datas) {
+                let d = d.map_err(|msg| PackError::Codec {
+                    path: f.abs.clone(),
+                    tensor: plan[j.seg]
+                        .tensor
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |t| t.0.clone()),
+                    msg,
+                })?;
+                hashed += data.len() as u64;
+                let key = (d.key, d.decoded_len, d.codec);
+                let class = &plan[j.seg].class;
+                let id = match dedup.get(&key) {
+                    Some(&id) => {
+                        summary.dedup_chunks += 1;
+                        summary.dedup_bytes += u64::from(d.decoded_len);
+                        id
+                    }
+                    None => {
+                        let id = u32::try_from(chunks.len()).map_err(|_| {
+                            PackError::Options(
+                                "more than 2^32 chunks: use a larger --chunk-size".into(),
+                            )
+                        })?;
+                        w.write_all(&d.stored).map_err(|e| io_err(output, e))?;
+                        let (codec_id, codec_param) = d.codec.to_id();
+                        chunks.push(ChunkRecord {
+                            offset: pos,
+                            stored_len: d.stored.len() as u32,
+                            decoded_len: d.decoded_len,
+                            codec_id,
+                            codec_param,
+                            stored_hash: d.stored_hash,
+                            decoded_hash: d.decoded_hash,
+                        });
+                        pos += d.stored.len() as u64;
+                        summary
+                            .per_class
+                            .get_mut(class)
+                            .expect("class registered above")
+                            .bytes_out += d.stored.len() as u64;
+                        dedup.insert(key, id);
+                        id
+                    }
+                };
+                segments[j.seg].chunks.push(id);
+                bar.inc(data.len() as u64);
+            }
+        }
+        if hashed != f.size {
+            return Err(io_err(
+                &f.abs,
+                std::io::Error::other("file changed size while being packed"),
+            ));
+        }
+        files.push(FileEntry {
+            path: f.rel.clone(),
+            mode: f.mode,
+            size: f.size,
+            sha256: sha.finalize().into(),
+            segments,
+        });
+    }
+    bar.finish_and_clear();
+
+    summary.chunks = chunks.len() as u64;
+    let meta = serde_json::json!({
+        "tool": format!("upg {}", env!("CARGO_PKG_VERSION")),
+        "chunk_size": cs,
+        "preset": "lossless",
+    });
+    let index = Index {
+        chunks,
+        files,
+        meta: meta.to_string(),
+    };
+    let ib = index.to_bytes();
+    let footer = Footer {
+        index_offset: pos,
+        index_len: ib.len() as u64,
+        index_hash: xxh3_64(&ib),
+        minor: format::VERSION_MINOR,
+    };
+    w.write_all(&ib).map_err(|e| io_err(output, e))?;
+    w.write_all(&format::footer_bytes(&footer))
+        .map_err(|e| io_err(output, e))?;
+    let out_file = w.into_inner().map_err(|e| io_err(output, e.into_error()))?;
+    out_file.sync_all().map_err(|e| io_err(output, e))?;
+    drop(out_file);
+    std::fs::rename(&tmp, output).map_err(|e| io_err(output, e))?;
+    guard.done = true;
+    summary.bytes_in = total_in;
+    summary.bytes_out = pos + ib.len() as u64 + format::FOOTER_LEN as u64;
+    summary.seconds = t0.elapsed().as_secs_f64();
+    Ok(summary)
+}

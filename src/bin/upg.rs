@@ -1,0 +1,288 @@
+//! `upg`: pack, unpack, inspect, verify and benchmark model archives. Thin: parse, dispatch,
+//! map errors to exit codes (0 ok, 1 verification failed, 2 error).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use upg::archive::writer::{DEFAULT_CHUNK_SIZE, PackOptions, pack};
+use upg::archive::{Archive, OpenOptions, verify};
+use upg::cli;
+
+#[derive(Parser)]
+#[command(
+    name = "upg",
+    version,
+    about = "Keep LLM weights compressed on disk; read them back byte-exact.",
+    long_about = "upg packs a Hugging Face model directory (safetensors shards, configs, tokenizers) into one \
+.upg archive with float-aware lossless compression, and serves any byte range back without unpacking. \
+Mount an archive with `upg-mount` to give unmodified tools the original files."
+)]
+struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Pack a model directory or one .safetensors file into an archive.
+    Pack {
+        /// Model directory (every file is stored) or a single .safetensors file.
+        input: PathBuf,
+        /// Output archive path (written to a temporary name, renamed when complete).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Decoded chunk size in bytes: the unit of random access (multiple of 4096).
+        #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
+        chunk_size: u32,
+        /// Overwrite an existing output.
+        #[arg(long)]
+        force: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extract every file, byte-identical to what was packed.
+    Unpack {
+        archive: PathBuf,
+        /// Output directory (must not exist or be empty, unless --force).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Replace an existing non-empty output directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the catalog (files, tensors, dtypes, shapes, parameters; stored size and codec for
+    /// archives) of an archive, a model directory or a .safetensors file, without decoding tensors.
+    Inspect {
+        path: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// List every tensor.
+        #[arg(long)]
+        tensors: bool,
+    },
+    /// Check every chunk's checksums and every file's SHA-256; exit 1 on any problem.
+    Verify {
+        archive: PathBuf,
+        /// Also compare every file with the originals in this directory (or .safetensors file).
+        #[arg(long)]
+        against: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode throughput of an archive per thread count (median of --runs).
+    Bench {
+        archive: PathBuf,
+        /// Thread counts to measure (default: 1, 2, 4, ... up to the core count).
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pack, read back and verify a built-in synthetic model (runs offline).
+    Demo {
+        /// Working directory for the demo's files.
+        #[arg(long, default_value = "target/upg-demo")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli.cmd) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("upg: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(v: u8) {
+    let level = match v {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cmd: Cmd) -> Result<u8, String> {
+    match cmd {
+        Cmd::Pack {
+            input,
+            output,
+            threads,
+            chunk_size,
+            force,
+            json,
+        } => {
+            let s = pack(
+                &input,
+                &output,
+                &PackOptions {
+                    chunk_size,
+                    threads,
+                    force,
+                    progress: !json,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
+                );
+            } else {
+                cli::print_pack_summary(&s, &output);
+            }
+            Ok(0)
+        }
+        Cmd::Unpack {
+            archive,
+            output,
+            force,
+        } => {
+            let a = Archive::open(&archive).map_err(|e| e.to_string())?;
+            let n = verify::unpack(&a, &output, force, true).map_err(|e| e.to_string())?;
+            println!(
+                "unpacked {} files ({}) into {}",
+                a.files().len(),
+                cli::human(n),
+                output.display()
+            );
+            Ok(0)
+        }
+        Cmd::Inspect {
+            path,
+            json,
+            tensors,
+        } => {
+            let c = cli::inspect::catalog(&path).map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&c).map_err(|e| e.to_string())?
+                );
+            } else {
+                cli::inspect::print(&c, tensors);
+            }
+            Ok(0)
+        }
+        Cmd::Verify {
+            archive,
+            against,
+            json,
+        } => {
+            let a = Archive::open_with(&archive, OpenOptions { cache_bytes: 0 })
+                .map_err(|e| e.to_string())?;
+            let r = verify::verify(&a, against.as_deref());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+                );
+            } else {
+                for p in &r.problems {
+                    let at = p
+                        .offset
+                        .map(|o| format!(" at offset {o}"))
+                        .unwrap_or_default();
+                    println!(
+                        "FAIL {}{at}: {}",
+                        p.file.as_deref().unwrap_or("(archive)"),
+                        p.message
+                    );
+                }
+                let what = if against.is_some() {
+                    ", compared with the originals"
+                } else {
+                    ""
+                };
+                println!(
+                    "{}: {} files, {} chunks, {} checked{what}: {}",
+                    archive.display(),
+                    r.files_checked,
+                    r.chunks_checked,
+                    cli::human(r.bytes_checked),
+                    if r.problems.is_empty() {
+                        "OK".to_string()
+                    } else {
+                        format!("{} problems", r.problems.len())
+                    }
+                );
+            }
+            Ok(if r.problems.is_empty() { 0 } else { 1 })
+        }
+        Cmd::Bench {
+            archive,
+            threads,
+            runs,
+            json,
+        } => {
+            let a = Archive::open_with(&archive, OpenOptions { cache_bytes: 0 })
+                .map_err(|e| e.to_string())?;
+            let threads = if threads.is_empty() {
+                let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+                std::iter::successors(Some(1usize), |t| (t * 2 <= n).then_some(t * 2))
+                    .chain((!n.is_power_of_two()).then_some(n))
+                    .collect()
+            } else {
+                threads
+            };
+            let rows = cli::bench::bench(&a, &threads, runs)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+                );
+            } else {
+                let bytes: u64 = a.files().iter().map(|f| f.size).sum();
+                println!(
+                    "{}: {} decoded, {} chunks",
+                    archive.display(),
+                    cli::human(bytes),
+                    a.chunks().len()
+                );
+                for r in rows {
+                    println!(
+                        "  {:>3} threads: {:.3} GiB/s (median of {})",
+                        r.threads,
+                        r.median_gib_s,
+                        r.runs.len()
+                    );
+                }
+                println!("  rerun: upg bench {} --runs {runs}", archive.display());
+            }
+            Ok(0)
+        }
+        Cmd::Demo { dir } => {
+            let bad = cli::demo::run(&dir)?;
+            if bad == 0 {
+                println!(
+                    "demo OK: every file read back from the archive is byte-identical to the original"
+                );
+                Ok(0)
+            } else {
+                println!("demo FAILED: {bad} files differ");
+                Ok(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Byte-bounded LRU cache of decoded chunks with single-flight decoding.
+//!
+//! - Entries are `Arc<[u8]>`: a reader copies out of an entry without holding the lock, and an
+//!   evicted entry stays alive for readers that still hold it.
+//! - Budget is in decoded bytes, not entries, because chunks differ in size (a tiny tensor's chunk
+//!   and a full 256 KiB one). The budget may be exceeded by chunks that are being read at this
+//!   moment (they are held by `Arc`), never by cached ones.
+//! - Single flight: concurrent requests for the same chunk share one `OnceLock`; exactly one of
+//!   them runs the decoder, the others block on the lock until it is done. Errors are not cached:
+//!   the next request tries again (and fails again if the chunk is damaged).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use lru::LruCache;
+
+pub type Bytes = Arc<[u8]>;
+type Slot<E> = Arc<OnceLock<Result<Bytes, E>>>;
+
+pub struct ChunkCache<E> {
+    inner: Mutex<Inner<E>>,
+    budget: usize,
+}
+
+struct Inner<E> {
+    lru: LruCache<u32, Bytes>,
+    bytes: usize,
+    inflight: HashMap<u32, Slot<E>>,
+    hits: u64,
+    misses: u64,
+}
+
+/// Counters for `bench` and the mount's statistics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub bytes: usize,
+    pub entries: usize,
+}
+
+impl<E: Clone> ChunkCache<E> {
+    /// A cache holding at most `budget` decoded bytes (0 disables caching but keeps single flight).
+    pub fn new(budget: usize) -> Self {
+        ChunkCache {
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                inflight: HashMap::new(),
+                hits: 0,
+                misses: 0,
+            }),
+            budget,
+        }
+    }
+
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<E>> {
+        // A panic while holding the lock cannot leave the LRU inconsistent (all updates are
+        // single calls), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Is the chunk cached right now (no decode, no LRU promotion)?
+    pub fn contains(&self, id: u32) -> bool {
+        let g = self.lock();
+        g.lru.contains(&id) || g.inflight.contains_key(&id)
+    }
+
+    /// Return the cached chunk, or decode it with `decode` (once, however many callers ask).
+    pub fn get_or_decode(
+        &self,
+        id: u32,
+        decode: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<Bytes, E> {
+        let slot = {
+            let mut g = self.lock();
+            if let Some(b) = g.lru.get(&id) {
+                let b = b.clone();
+                g.hits += 1;
+                return Ok(b);
+            }
+            g.misses += 1;
+            g.inflight
+                .entry(id)
+                .or_insert_with(|| Arc::new(OnceLock::new()))
+                .clone()
+        };
+        let result = slot.get_or_init(decode).clone();
+        let mut g = self.lock();
+        // Whoever gets here first moves the result into the LRU; later waiters find it gone.
+        if g.inflight.get(&id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+            g.inflight.remove(&id);
+            if let Ok(b) = &result {
+                if b.len() <= self.budget && g.lru.put(id, b.clone()).is_none() {
+                    g.bytes += b.len();
+                }
+                while g.bytes > self.budget {
+                    match g.lru.pop_lru() {
+                        Some((_, old)) => g.bytes -= old.len(),
+                        None => break,
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let g = self.lock();
+        CacheStats {
+            hits: g.hits,
+            misses: g.misses,
+            bytes: g.bytes,
+            entries: g.lru.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn chunk(n: usize, v: u8) -> Result<Bytes, String> {
+        Ok(vec![v; n].into())
+    }
+
+    #[test]
+    fn evicts_by_bytes_in_lru_order() {
+        let c = ChunkCache::<String>::new(300);
+        c.get_or_decode(1, || chunk(100, 1)).unwrap();
+        c.get_or_decode(2, || chunk(100, 2)).unwrap();
+        c.get_or_decode(1, || panic!("1 is cached")).unwrap();
+        c.get_or_decode(3, || chunk(150, 3)).unwrap(); // 350 > 300: evicts 2 (least recent)
+        assert!(c.contains(1) && c.contains(3) && !c.contains(2));
+        assert!(c.stats().bytes <= 300);
+    }
+
+    #[test]
+    fn oversized_chunk_is_served_not_cached() {
+        let c = ChunkCache::<String>::new(10);
+        assert_eq!(c.get_or_decode(1, || chunk(50, 7)).unwrap().len(), 50);
+        assert_eq!(c.stats().bytes, 0);
+    }
+
+    #[test]
+    fn errors_are_not_cached() {
+        let c = ChunkCache::<String>::new(1000);
+        assert!(c.get_or_decode(1, || Err("bad".into())).is_err());
+        assert_eq!(c.get_or_decode(1, || chunk(5, 1)).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn concurrent_requests_decode_once() {
+        let c = Arc::new(ChunkCache::<String>::new(1 << 20));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, calls, barrier) = (c.clone(), calls.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    c.get_or_decode(9, || {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        chunk(1000, 9)
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap()[0], 9);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

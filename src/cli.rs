@@ -1,0 +1,99 @@
+//! Command-line front end: one file per subcommand; binaries in src/bin only parse arguments and
+//! dispatch here. Every command returns an exit code: 0 success, 1 verification failure, 2 error.
+
+pub mod bench;
+pub mod demo;
+pub mod inspect;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A byte progress bar on stderr, hidden when `show` is false or stderr is not a terminal.
+pub fn progress_bar(show: bool, total: u64, what: &str) -> ProgressBar {
+    use std::io::IsTerminal;
+    if !show || !std::io::stderr().is_terminal() {
+        return ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>9} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Human-readable byte count (binary units).
+pub fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", U[i])
+    }
+}
+
+/// "1.52x, 34.1% saved" for `bytes_in` stored as `bytes_out`.
+pub fn ratio(bytes_in: u64, bytes_out: u64) -> String {
+    if bytes_in == 0 {
+        return "-".into();
+    }
+    let r = bytes_in as f64 / bytes_out.max(1) as f64;
+    let saved = 100.0 * (1.0 - bytes_out as f64 / bytes_in as f64);
+    format!("{r:.3}x, {saved:.2}% saved")
+}
+
+/// Print the pack summary table.
+pub fn print_pack_summary(s: &crate::archive::writer::PackSummary, output: &std::path::Path) {
+    println!(
+        "packed {} files, {} tensors, {} parameters into {}",
+        s.files,
+        s.tensors,
+        s.params,
+        output.display()
+    );
+    println!(
+        "  {:<12} {:>8} {:>12} {:>12}  ratio",
+        "class", "tensors", "bytes in", "stored"
+    );
+    for (class, c) in &s.per_class {
+        println!(
+            "  {:<12} {:>8} {:>12} {:>12}  {}",
+            class,
+            c.tensors,
+            human(c.bytes_in),
+            human(c.bytes_out),
+            ratio(c.bytes_in, c.bytes_out)
+        );
+    }
+    println!(
+        "  {:<12} {:>8} {:>12} {:>12}  {}  (archive file, index included)",
+        "total",
+        s.tensors,
+        human(s.bytes_in),
+        human(s.bytes_out),
+        ratio(s.bytes_in, s.bytes_out)
+    );
+    if s.dedup_chunks > 0 {
+        println!(
+            "  de-duplicated: {} chunks, {} stored once",
+            s.dedup_chunks,
+            human(s.dedup_bytes)
+        );
+    }
+    let gib = s.bytes_in as f64 / (1u64 << 30) as f64;
+    println!(
+        "  {:.2} s, {:.3} GiB/s with {} threads",
+        s.seconds,
+        gib / s.seconds.max(1e-9),
+        s.threads
+    );
+}

@@ -1,0 +1,278 @@
+//! `upg inspect`: the catalog of an archive, a model directory or one safetensors file, without
+//! decoding tensor data (for archives only the small header segments are decoded).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::archive::{Archive, ArchiveError};
+use crate::format::SegmentKind;
+use crate::st::{Layout, StError};
+
+#[derive(Debug, Serialize)]
+pub struct TensorRow {
+    pub file: String,
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub params: u64,
+    pub bytes: u64,
+    /// Archive only: stored bytes and codec.
+    pub stored: Option<u64>,
+    pub codec: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileRow {
+    pub path: String,
+    pub size: u64,
+    pub stored: Option<u64>,
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Catalog {
+    pub source: String,
+    pub kind: &'static str,
+    pub files: Vec<FileRow>,
+    pub tensors: Vec<TensorRow>,
+    pub params: u64,
+    pub bytes: u64,
+    pub archive_bytes: Option<u64>,
+    pub lossless: Option<bool>,
+    pub meta: Option<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The archive could not be opened or read.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// A safetensors file is malformed.
+    #[error("{0}: {1}")]
+    St(String, StError),
+    /// The path does not exist or is of an unsupported kind.
+    #[error("{0}")]
+    Input(String),
+}
+
+pub fn catalog(path: &Path) -> Result<Catalog, InspectError> {
+    let src = path.display().to_string();
+    if path.is_dir() {
+        return catalog_dir(path);
+    }
+    if !path.exists() {
+        return Err(InspectError::Input(format!("{src} does not exist")));
+    }
+    if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
+        let layout = Layout::read(path).map_err(|e| InspectError::St(src.clone(), e))?;
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tensors = rows(&name, &layout, None);
+        return Ok(finish(
+            src,
+            "safetensors",
+            vec![FileRow {
+                path: name,
+                size,
+                stored: None,
+                sha256: None,
+            }],
+            tensors,
+            None,
+        ));
+    }
+    let a = Archive::open(path)?;
+    catalog_archive(&a)
+}
+
+fn rows(file: &str, layout: &Layout, stored: Option<&[(u64, String)]>) -> Vec<TensorRow> {
+    layout
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TensorRow {
+            file: file.to_string(),
+            name: t.name.clone(),
+            dtype: format!("{:?}", t.dtype),
+            shape: t.shape.clone(),
+            params: t.numel,
+            bytes: t.end - t.start,
+            stored: stored.and_then(|s| s.get(i)).map(|s| s.0),
+            codec: stored.and_then(|s| s.get(i)).map(|s| s.1.clone()),
+        })
+        .collect()
+}
+
+fn finish(
+    source: String,
+    kind: &'static str,
+    files: Vec<FileRow>,
+    tensors: Vec<TensorRow>,
+    a: Option<&Archive>,
+) -> Catalog {
+    Catalog {
+        source,
+        kind,
+        params: tensors.iter().map(|t| t.params).sum(),
+        bytes: files.iter().map(|f| f.size).sum(),
+        files,
+        tensors,
+        archive_bytes: a.map(|a| a.archive_len()),
+        lossless: a.map(|a| a.is_lossless()),
+        meta: a.map(|a| a.meta()),
+    }
+}
+
+fn catalog_dir(dir: &Path) -> Result<Catalog, InspectError> {
+    let mut files = Vec::new();
+    let mut tensors = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        let mut ents: Vec<_> = std::fs::read_dir(&d)
+            .map_err(|e| InspectError::Input(format!("{}: {e}", d.display())))?
+            .flatten()
+            .collect();
+        ents.sort_by_key(|e| e.file_name());
+        for e in ents {
+            let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
+            let p = e.path();
+            if p.is_dir() {
+                stack.push((p, format!("{rel}/")));
+                continue;
+            }
+            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            if rel.ends_with(".safetensors") {
+                let layout =
+                    Layout::read(&p).map_err(|e| InspectError::St(p.display().to_string(), e))?;
+                tensors.extend(rows(&rel, &layout, None));
+            }
+            files.push(FileRow {
+                path: rel,
+                size,
+                stored: None,
+                sha256: None,
+            });
+        }
+    }
+    Ok(finish(
+        dir.display().to_string(),
+        "directory",
+        files,
+        tensors,
+        None,
+    ))
+}
+
+pub fn catalog_archive(a: &Archive) -> Result<Catalog, InspectError> {
+    let mut files = Vec::new();
+    let mut tensors = Vec::new();
+    for (fi, f) in a.files().iter().enumerate() {
+        let segs = a.segment_sizes(fi);
+        files.push(FileRow {
+            path: f.path.clone(),
+            size: f.size,
+            stored: Some(segs.iter().map(|s| s.2).sum()),
+            sha256: Some(hex::encode(f.sha256)),
+        });
+        if segs.first().map(|s| s.0) != Some(SegmentKind::StHeader) {
+            continue;
+        }
+        let hlen = segs[0].1;
+        let mut header = vec![0u8; hlen as usize];
+        a.read_at(fi, 0, &mut header)?;
+        let layout = Layout::from_header_json(header.get(8..).unwrap_or(&[]), hlen)
+            .map_err(|e| InspectError::St(f.path.clone(), e))?;
+        let stored: Vec<(u64, String)> = segs[1..]
+            .iter()
+            .map(|s| (s.2, s.3.map(|c| c.name()).unwrap_or_else(|| "empty".into())))
+            .collect();
+        tensors.extend(rows(&f.path, &layout, Some(&stored)));
+    }
+    Ok(finish(
+        a.path().display().to_string(),
+        "archive",
+        files,
+        tensors,
+        Some(a),
+    ))
+}
+
+pub fn print(c: &Catalog, show_tensors: bool) {
+    use super::{human, ratio};
+    println!("{} ({})", c.source, c.kind);
+    if let Some(ab) = c.archive_bytes {
+        let mode = if c.lossless == Some(true) {
+            "lossless"
+        } else {
+            "lossy"
+        };
+        println!(
+            "  {} served, archive {} ({}), {mode}",
+            human(c.bytes),
+            human(ab),
+            ratio(c.bytes, ab)
+        );
+    }
+    println!(
+        "  {} files, {} tensors, {} parameters",
+        c.files.len(),
+        c.tensors.len(),
+        c.params
+    );
+    println!("  {:>12} {:>12}  path", "size", "stored");
+    for f in &c.files {
+        println!(
+            "  {:>12} {:>12}  {}",
+            human(f.size),
+            f.stored.map(human).unwrap_or_else(|| "-".into()),
+            f.path
+        );
+    }
+    let mut by_dtype: std::collections::BTreeMap<&str, (u64, u64, u64, Option<u64>)> =
+        Default::default();
+    for t in &c.tensors {
+        let e = by_dtype.entry(&t.dtype).or_default();
+        e.0 += 1;
+        e.1 += t.params;
+        e.2 += t.bytes;
+        if let Some(s) = t.stored {
+            *e.3.get_or_insert(0) += s;
+        }
+    }
+    for (d, (n, p, b, s)) in &by_dtype {
+        let r = s
+            .map(|s| format!("  stored {} ({})", human(s), ratio(*b, s)))
+            .unwrap_or_default();
+        println!(
+            "  {d:<6} {n:>5} tensors {p:>13} params {:>12}{r}",
+            human(*b)
+        );
+    }
+    if show_tensors {
+        println!(
+            "  {:<60} {:<6} {:<18} {:>11} {:>11} {:>8}  codec",
+            "tensor", "dtype", "shape", "bytes", "stored", "ratio"
+        );
+        for t in &c.tensors {
+            let shape = format!("{:?}", t.shape);
+            let (stored, r) = match t.stored {
+                Some(s) if s > 0 => (human(s), format!("{:.3}", t.bytes as f64 / s as f64)),
+                _ => ("-".into(), "-".into()),
+            };
+            println!(
+                "  {:<60} {:<6} {:<18} {:>11} {:>11} {:>8}  {}",
+                t.name,
+                t.dtype,
+                shape,
+                human(t.bytes),
+                stored,
+                r,
+                t.codec.as_deref().unwrap_or("-")
+            );
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! The `.upg` on-disk format: pure bytes <-> structs. No I/O, no panics.
+//!
+//! ```text
+//! [superblock 16 B][chunk data ...][index][footer 40 B]
+//! ```
+//! The archive is written as a stream: chunks first, then the index that describes them, then a
+//! fixed-size footer that locates the index. A reader maps or preads the footer, then the index,
+//! validates both completely (`Index::parse`), and only then touches chunk data. Every byte is
+//! documented in docs/FORMAT.md.
+//!
+//! Parsing follows the safetensors habit: the input is a `&[u8]`, every count is capped by the
+//! bytes that remain, every offset goes through checked arithmetic, every slice through `.get()`,
+//! and the index must describe the file exactly (chunks inside the data area, sorted, no overlaps,
+//! every file's segments summing to its size, every chunk's decoded length consistent with the
+//! segment that uses it).
+
+use std::collections::HashSet;
+
+/// First 8 bytes of every archive. `\r\n` catches text-mode mangling, as PNG's signature does.
+pub const MAGIC: [u8; 8] = *b"UPGARC\r\n";
+/// Last 8 bytes of every archive (end of the footer).
+pub const FOOTER_MAGIC: [u8; 8] = *b"UPGEND\r\n";
+/// Major version: a reader refuses any other major (incompatible layout).
+pub const VERSION_MAJOR: u16 = 1;
+/// Minor version: additions a v1 reader can ignore (new codec ids are refused per chunk, not per
+/// archive, so an old reader still serves every file that does not use them).
+pub const VERSION_MINOR: u16 = 0;
+/// magic (8) + major (2) + minor (2) + flags (4).
+pub const SUPERBLOCK_LEN: usize = 16;
+/// index offset (8) + index length (8) + index xxh3 (8) + major (2) + minor (2) + flags (4) + magic (8).
+pub const FOOTER_LEN: usize = 40;
+/// One chunk-table record: offset 8, stored 4, decoded 4, codec 1, param 1, flags 2, two xxh3 8+8.
+pub const CHUNK_RECORD_LEN: usize = 36;
+/// Largest decoded chunk a reader accepts. Writers use 256 KiB–4 MiB; the cap bounds the buffer a
+/// hostile index can make a reader allocate per chunk.
+pub const MAX_CHUNK_LEN: u32 = 64 << 20;
+/// Longest relative path stored (Linux PATH_MAX).
+pub const MAX_PATH_LEN: usize = 4096;
+/// Cap on the free-form JSON metadata block (lossy statistics per tensor fit easily).
+pub const MAX_META_LEN: usize = 64 << 20;
+
+/// Everything that can be wrong with an archive's framing or index.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum FormatError {
+    /// The file is shorter than a superblock plus a footer.
+    #[error("file too short to be an archive ({len} bytes)")]
+    TooShort { len: u64 },
+    /// The first 8 bytes are not the upg magic.
+    #[error("not a upg archive (bad magic at offset 0)")]
+    BadMagic,
+    /// The last 8 bytes are not the footer magic: the file is truncated or was not completely written.
+    #[error("archive footer missing or damaged (truncated or incompletely written file)")]
+    BadFooter,
+    /// Major version this reader does not understand.
+    #[error("unsupported archive version {major}.{minor} (this build reads {VERSION_MAJOR}.x)")]
+    UnsupportedVersion { major: u16, minor: u16 },
+    /// Superblock and footer disagree on the version.
+    #[error("superblock and footer versions disagree")]
+    VersionMismatch,
+    /// The footer places the index outside the file.
+    #[error("index location out of range (offset {offset}, length {len}, file {file_len})")]
+    IndexOutOfRange {
+        offset: u64,
+        len: u64,
+        file_len: u64,
+    },
+    /// The index bytes do not match their checksum.
+    #[error("index checksum mismatch (index damaged)")]
+    IndexChecksum,
+    /// The index ended in the middle of a field.
+    #[error("index truncated while reading {0}")]
+    Truncated(&'static str),
+    /// Bytes remain after the last index field.
+    #[error("{0} unexpected bytes after the index")]
+    TrailingBytes(usize),
+    /// A chunk record is inconsistent (outside the data area, overlapping, too large, unknown codec).
+    #[error("chunk {id}: {reason}")]
+    BadChunk { id: u32, reason: String },
+    /// A file entry is inconsistent (bad path, sizes that do not add up, bad chunk reference).
+    #[error("file entry {index} ({path:?}): {reason}")]
+    BadFile {
+        index: u32,
+        path: String,
+        reason: String,
+    },
+    /// The metadata block is not valid UTF-8 JSON.
+    #[error("metadata block: {0}")]
+    BadMeta(String),
+}
+
+/// Where the index is, as the footer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footer {
+    pub index_offset: u64,
+    pub index_len: u64,
+    pub index_hash: u64,
+    pub minor: u16,
+}
+
+pub fn superblock() -> [u8; SUPERBLOCK_LEN] {
+    let mut b = [0u8; SUPERBLOCK_LEN];
+    b[..8].copy_from_slice(&MAGIC);
+    b[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
+    b[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
+    b
+}
+
+pub fn footer_bytes(f: &Footer) -> [u8; FOOTER_LEN] {
+    let mut b = [0u8; FOOTER_LEN];
+    b[0..8].copy_from_slice(&f.index_offset.to_le_bytes());
+    b[8..16].copy_from_slice(&f.index_len.to_le_bytes());
+    b[16..24].copy_from_slice(&f.index_hash.to_le_bytes());
+    b[24..26].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
+    b[26..28].copy_from_slice(&f.minor.to_le_bytes());
+    b[32..40].copy_from_slice(&FOOTER_MAGIC);
+    b
+}
+
+/// Check the superblock (first 16 bytes).
+pub fn parse_superblock(b: &[u8]) -> Result<u16, FormatError> {
+    let mut r = Reader::new(b);
+    let magic = r
+        .bytes(8, "superblock magic")
+        .map_err(|_| FormatError::BadMagic)?;
+    if magic != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let major = r.u16("superblock version")?;
+    let minor = r.u16("superblock version")?;
+    if major != VERSION_MAJOR {
+        return Err(FormatError::UnsupportedVersion { major, minor });
+    }
+    Ok(minor)
+}
+
+/// Parse the footer (last 40 bytes) of a file of `file_len` bytes and check that the index it
+/// names lies between the superblock and the footer.
+pub fn parse_footer(b: &[u8], file_len: u64) -> Result<Footer, FormatError> {
+    if file_len < (SUPERBLOCK_LEN + FOOTER_LEN) as u64 {
+        return Err(FormatError::TooShort { len: file_len });
+    }
+    let mut r = Reader::new(b);
+    let index_offset = r.u64("footer")?;
+    let index_len = r.u64("footer")?;
+    let index_hash = r.u64("footer")?;
+    let major = r.u16("footer")?;
+    let minor = r.u16("footer")?;
+    let _flags = r.u32("footer")?;
+    let magic = r.bytes(8, "footer magic")?;
+    if magic != FOOTER_MAGIC {
+        return Err(FormatError::BadFooter);
+    }
+    if major != VERSION_MAJOR {
+        return Err(FormatError::UnsupportedVersion { major, minor });
+    }
+    let end = index_offset
+        .checked_add(index_len)
+        .and_then(|e| e.checked_add(FOOTER_LEN as u64));
+    if index_offset < SUPERBLOCK_LEN as u64 || end != Some(file_len) {
+        return Err(FormatError::IndexOutOfRange {
+            offset: index_offset,
+            len: index_len,
+            file_len,
+        });
+    }
+    Ok(Footer {
+        index_offset,
+        index_len,
+        index_hash,
+        minor,
+    })
+}
+
+/// One stored chunk: where its bytes are and how to turn them back into decoded bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRecord {
+    /// Absolute offset of the stored bytes in the archive.
+    pub offset: u64,
+    pub stored_len: u32,
+    pub decoded_len: u32,
+    pub codec_id: u8,
+    pub codec_param: u8,
+    /// xxh3-64 of the stored bytes, checked before decoding.
+    pub stored_hash: u64,
+    /// xxh3-64 of the decoded bytes, checked before the bytes are served or cached.
+    pub decoded_hash: u64,
+}
+
+/// What part of a file a segment holds; informs `inspect`, never how bytes are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// A file that is not safetensors (or a part upg does not interpret).
+    Plain = 0,
+    /// The 8-byte length plus JSON header of a safetensors file, stored verbatim (zstd).
+    StHeader = 1,
+    /// One tensor's data, in the order of the header's offsets.
+    Tensor = 2,
+}
+
+/// A contiguous run of a file's bytes, cut into chunks of `chunk_size` decoded bytes (the last
+/// one shorter). Chunks never span two segments, so a tensor's chunks hold only that tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub kind: SegmentKind,
+    pub len: u64,
+    pub chunk_size: u32,
+    pub chunks: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Relative path, '/'-separated, validated by `validate_path`.
+    pub path: String,
+    /// Unix permission bits of the original (file type bits stripped).
+    pub mode: u32,
+    pub size: u64,
+    /// SHA-256 of the bytes this archive serves for the file (the original's, when lossless).
+    pub sha256: [u8; 32],
+    pub segments: Vec<Segment>,
+}
+
+/// The whole index: chunk table, files, and a JSON metadata block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Index {
+    pub chunks: Vec<ChunkRecord>,
+    pub files: Vec<FileEntry>,
+    /// Free-form JSON (tool version, pack options, lossy statistics); "{}" at least.
+    pub meta: String,
+}
+
+impl Index {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(16 + self.chunks.len() * CHUNK_RECORD_LEN + self.meta.len());
+        b.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
+        for c in &self.chunks {
+            b.extend_from_slice(&c.offset.to_le_bytes());
+            b.extend_from_slice(&c.stored_len.to_le_bytes());
+            b.extend_from_slice(&c.decoded_len.to_le_bytes());
+            b.push(c.codec_id);
+            b.push(c.codec_param);
+            b.extend_from_slice(&0u16.to_le_bytes());
+            b.extend_from_slice(&c.stored_hash.to_le_bytes());
+            b.extend_from_slice(&c.decoded_hash.to_le_bytes());
+        }
+        for f in &self.files {
+            b.extend_from_slice(&(f.path.len() as u16).to_le_bytes());
+            b.extend_from_slice(f.path.as_bytes());
+            b.extend_from_slice(&f.mode.to_le_bytes());
+            b.extend_from_slice(&f.size.to_le_bytes());
+            b.extend_from_slice(&f.sha256);
+            b.extend_from_slice(&(f.segments.len() as u32).to_le_bytes());
+            for s in &f.segments {
+                b.push(s.kind as u8);
+                b.extend_from_slice(&s.len.to_le_bytes());
+                b.extend_from_slice(&s.chunk_size.to_le_bytes());
+                b.extend_from_slice(&(s.chunks.len() as u32).to_le_bytes());
+                for id in &s.chunks {
+                    b.extend_from_slice(&id.to_le_bytes());
+                }
+            }
+        }
+        b.extend_from_slice(&(self.meta.len() as u32).to_le_bytes());
+        b.extend_from_slice(self.meta.as_bytes());
+        b
+    }
+
+    /// Parse and fully validate an index whose chunk data must lie in `[SUPERBLOCK_LEN, data_end)`.
+    pub fn parse(b: &[u8], data_end: u64) -> Result<Index, FormatError> {
+        let mut r = Reader::new(b);
+        let n_chunks = r.u32("chunk count")?;
+        let n_files = r.u32("file count")?;
+        // Cap counts by what the remaining bytes could hold before allocating anything.
+        let max_chunks = r.remaining() / CHUNK_RECORD_LEN;
+        if n_chunks as usize > max_chunks {
+            return Err(FormatError::Truncated("chunk table"));
+        }
+        let mut chunks = Vec::with_capacity(n_chunks as usize);
+        let mut prev_end = SUPERBLOCK_LEN as u64;
+        for id in 0..n_chunks {
+            let bad = |reason: String| FormatError::BadChunk { id, reason };
+            let offset = r.u64("chunk offset")?;
+            let stored_len = r.u32("chunk stored length")?;
+            let decoded_len = r.u32("chunk decoded length")?;
+            let codec_id = r.u8("chunk codec")?;
+            let codec_param = r.u8("chunk codec")?;
+            let _flags = r.u16("chunk flags")?;
+            let stored_hash = r.u64("chunk hash")?;
+            let decoded_hash = r.u64("chunk hash")?;
+            let end = offset
+                .checked_add(u64::from(stored_len))
+                .ok_or_else(|| bad("offset overflows".into()))?;
+            if offset < prev_end {
+                return Err(bad(format!(
+                    "offset {offset} overlaps the previous chunk or the superblock"
+                )));
+            }
+            if end > data_end {
+                return Err(bad(format!(
+                    "stored bytes {offset}..{end} run past the data area (ends at {data_end})"
+                )));
+            }
+            if decoded_len > MAX_CHUNK_LEN || stored_len > MAX_CHUNK_LEN.saturating_mul(2) {
+                return Err(bad(format!(
+                    "length {decoded_len} exceeds the {MAX_CHUNK_LEN}-byte cap"
+                )));
+            }
+            crate::codec::Codec::from_id(codec_id, codec_param).map_err(|e| bad(e.to_string()))?;
+            prev_end = end;
+            chunks.push(ChunkRecord {
+                offset,
+                stored_len,
+                decoded_len,
+                codec_id,
+                codec_param,
+                stored_hash,
+                decoded_hash,
+            });
+        }
+        // Each file needs at least 2+4+8+32+4 bytes.
+        if n_files as usize > r.remaining() / 50 {
+            return Err(FormatError::Truncated("file table"));
+        }
+        let mut files = Vec::with_capacity(n_files as usize);
+        let mut seen = HashSet::new();
+        for index in 0..n_files {
+            let path_len = r.u16("path length")? as usize;
+            let raw = r.bytes(path_len, "path")?;
+            let path = String::from_utf8_lossy(raw).into_owned();
+            let bad = |reason: String| FormatError::BadFile {
+                index,
+                path: path.clone(),
+                reason,
+            };
+            if std::str::from_utf8(raw).is_err() {
+                return Err(bad("path is not UTF-8".into()));
+            }
+            validate_path(&path).map_err(|e| bad(e.into()))?;
+            if !seen.insert(path.clone()) {
+                return Err(bad("duplicate path".into()));
+            }
+            let mode = r.u32("mode")?;
+            let size = r.u64("size")?;
+            let sha256: [u8; 32] = r
+                .bytes(32, "sha256")?
+                .try_into()
+                .map_err(|_| FormatError::Truncated("sha256"))?;
+            let n_seg = r.u32("segment count")?;
+            // A segment needs at least 1+8+4+4 bytes.
+            if n_seg as usize > r.remaining() / 17 {
+                return Err(FormatError::Truncated("segment table"));
+            }
+            let mut segments = Vec::with_capacity(n_seg as usize);
+            let mut total: u64 = 0;
+            for s in 0..n_seg {
+                let kind = match r.u8("segment kind")? {
+                    0 => SegmentKind::Plain,
+                    1 => SegmentKind::StHeader,
+                    2 => SegmentKind::Tensor,
+                    k => return Err(bad(format!("segment {s}: unknown kind {k}"))),
+                };
+                let len = r.u64("segment length")?;
+                let chunk_size = r.u32("segment chunk size")?;
+                let n = r.u32("segment chunk count")?;
+                if chunk_size == 0 || chunk_size > MAX_CHUNK_LEN {
+                    return Err(bad(format!(
+                        "segment {s}: chunk size {chunk_size} out of range"
+                    )));
+                }
+                let expect = len.div_ceil(u64::from(chunk_size));
+                if u64::from(n) != expect {
+                    return Err(bad(format!(
+                        "segment {s}: {n} chunks for {len} bytes of {chunk_size}-byte chunks"
+                    )));
+                }
+                if n as usize > r.remaining() / 4 {
+                    return Err(FormatError::Truncated("segment chunk list"));
+                }
+                let mut ids = Vec::with_capacity(n as usize);
+                for k in 0..u64::from(n) {
+                    let id = r.u32("chunk id")?;
+                    let rec = chunks
+                        .get(id as usize)
+                        .ok_or_else(|| bad(format!("segment {s}: chunk id {id} out of range")))?;
+                    let want = (len - k * u64::from(chunk_size)).min(u64::from(chunk_size));
+                    if u64::from(rec.decoded_len) != want {
+                        return Err(bad(format!(
+                            "segment {s}: chunk {id} decodes to {} bytes, {want} expected",
+                            rec.decoded_len
+                        )));
+                    }
+                    ids.push(id);
+                }
+                total = total
+                    .checked_add(len)
+                    .ok_or_else(|| bad("segment lengths overflow".into()))?;
+                segments.push(Segment {
+                    kind,
+                    len,
+                    chunk_size,
+                    chunks: ids,
+                });
+            }
+            if total != size {
+                return Err(bad(format!(
+                    "segments cover {total} bytes, file size is {size}"
+                )));
+            }
+            files.push(FileEntry {
+                path,
+                mode,
+                size,
+                sha256,
+                segments,
+            });
+        }
+        // A path must not be both a file and a directory ("a" and "a/b").
+        for f in &files {
+            let mut p = f.path.as_str();
+            while let Some(i) = p.rfind('/') {
+                p = &p[..i];
+                if seen.contains(p) {
+                    return Err(FormatError::BadFile {
+                        index: 0,
+                        path: f.path.clone(),
+                        reason: format!("parent {p:?} is also a file"),
+                    });
+                }
+            }
+        }
+        let meta_len = r.u32("metadata length")? as usize;
+        if meta_len > MAX_META_LEN {
+            return Err(FormatError::BadMeta(format!(
+                "{meta_len} bytes exceeds the cap"
+            )));
+        }
+        let meta = std::str::from_utf8(r.bytes(meta_len, "metadata")?)
+            .map_err(|_| FormatError::BadMeta("not UTF-8".into()))?
+            .to_owned();
+        if r.remaining() != 0 {
+            return Err(FormatError::TrailingBytes(r.remaining()));
+        }
+        Ok(Index {
+            chunks,
+            files,
+            meta,
+        })
+    }
+}
+
+/// A relative path is safe when it names something strictly inside the mount: non-empty, no
+/// leading '/', no empty, "." or ".." component, no NUL, not too long.
+pub fn validate_path(p: &str) -> Result<(), &'static str> {
+    if p.is_empty() {
+        return Err("empty path");
+    }
+    if p.len() > MAX_PATH_LEN {
+        return Err("path too long");
+    }
+    if p.contains('\0') {
+        return Err("path contains NUL");
+    }
+    if p.starts_with('/') {
+        return Err("absolute path");
+    }
+    for c in p.split('/') {
+        match c {
+            "" => return Err("empty path component"),
+            "." | ".." => return Err("path component '.' or '..'"),
+            _ => {}
+        }
+        if c.len() > 255 {
+            return Err("path component longer than 255 bytes");
+        }
+    }
+    Ok(())
+}
+
+/// Bounds-checked little-endian cursor; every read is `.get()` based.
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Reader { b, pos: 0 }
+    }
+    fn remaining(&self) -> usize {
+        self.b.len() - self.pos
+    }
+    fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(FormatError::Truncated(what))?;
+        let s = self
+            .b
+            .get(self.pos..end)
+            .ok_or(FormatError::Truncated(what))?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], FormatError> {
+        let s = self.bytes(N, what)?;
+        s.try_into().map_err(|_| FormatError::Truncated(what))
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, FormatError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, FormatError> {
+        self.array(what).map(u16::from_le_bytes)
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, FormatError> {
+        self.array(what).map(u32::from_le_bytes)
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, FormatError> {
+        self.array(what).map(u64::from_le_bytes)
+    }
+}
