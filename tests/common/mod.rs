@@ -1,0 +1,80 @@
+//! Shared helpers for integration tests: build model directories, pack them, read them back.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::Dtype;
+use upg::archive::Archive;
+use upg::archive::reader::read_all;
+use upg::archive::writer::{PackOptions, pack};
+use upg::synth::{Rng, gaussian_bytes, write_safetensors};
+
+pub type Tensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Every dtype the round-trip tests cover.
+pub const DTYPES: &[Dtype] = &[
+    Dtype::BF16,
+    Dtype::F16,
+    Dtype::F32,
+    Dtype::F64,
+    Dtype::I8,
+    Dtype::U8,
+    Dtype::I16,
+    Dtype::I32,
+    Dtype::I64,
+    Dtype::BOOL,
+    Dtype::F8_E4M3,
+    Dtype::F8_E5M2,
+];
+
+/// Random tensor of `dtype` with `shape` (values Gaussian for floats, random bytes otherwise;
+/// BOOL gets 0/1).
+pub fn tensor(rng: &mut Rng, name: &str, dtype: Dtype, shape: Vec<usize>) -> Tensor {
+    let n: usize = shape.iter().product();
+    let bytes = match dtype {
+        Dtype::BF16 | Dtype::F16 | Dtype::F32 | Dtype::F64 => gaussian_bytes(rng, dtype, n, 0.02),
+        Dtype::BOOL => (0..n).map(|_| (rng.next_u64() & 1) as u8).collect(),
+        _ => (0..n * dtype.bitsize() / 8)
+            .map(|_| rng.next_u64() as u8)
+            .collect(),
+    };
+    (name.to_string(), dtype, shape, bytes)
+}
+
+/// Write a model directory with one safetensors file, a JSON file and a nested text file.
+pub fn model_dir(root: &Path, tensors: &[Tensor]) -> PathBuf {
+    let dir = root.join("model");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    write_safetensors(&dir.join("model.safetensors"), tensors).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        br#"{"model_type": "test", "hidden_size": 8}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("sub/notes.txt"), b"nested file\n".repeat(100)).unwrap();
+    std::fs::write(dir.join("empty.bin"), b"").unwrap();
+    dir
+}
+
+pub fn pack_dir(dir: &Path, out: &Path, chunk_size: u32) -> upg::archive::writer::PackSummary {
+    pack(
+        dir,
+        out,
+        &PackOptions {
+            chunk_size,
+            threads: 2,
+            force: true,
+            progress: false,
+        },
+    )
+    .unwrap()
+}
+
+/// Read every file through the archive and compare with the originals under `dir`.
+pub fn assert_identical(a: &Archive, dir: &Path) {
+    for (i, f) in a.files().iter().enumerate() {
+        let want = std::fs::read(dir.join(&f.path)).unwrap();
+        let got = read_all(a, i).unwrap();
+        assert!(got == want, "{} differs", f.path);
+    }
+}
