@@ -107,8 +107,12 @@ impl Codec {
         match id {
             Self::ID_RAW if param == 0 => Ok(Codec::Raw),
             Self::ID_ZSTD => Ok(Codec::Zstd(param)),
-            Self::ID_FLOAT => FloatKind::from_param(param).map(Codec::Float).ok_or(unknown),
-            Self::ID_QUANT => FloatKind::from_param(param).map(Codec::Quant).ok_or(unknown),
+            Self::ID_FLOAT => FloatKind::from_param(param)
+                .map(Codec::Float)
+                .ok_or(unknown),
+            Self::ID_QUANT => FloatKind::from_param(param)
+                .map(Codec::Quant)
+                .ok_or(unknown),
             _ => Err(unknown),
         }
     }
