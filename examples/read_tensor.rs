@@ -18,9 +18,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut json = vec![0u8; n as usize];
     a.read_at(fi, 8, &mut json)?;
     let layout = Layout::from_header_json(&json, 8 + n)?;
-    let t = layout.tensors.iter().find(|t| &t.name == tensor).ok_or("no such tensor")?;
+    let t = layout
+        .tensors
+        .iter()
+        .find(|t| &t.name == tensor)
+        .ok_or("no such tensor")?;
     let mut data = vec![0u8; (t.end - t.start) as usize];
     a.read_at(fi, layout.data_start + t.start, &mut data)?;
-    println!("{} {:?} {:?}: {} bytes, first bytes {:02x?}", t.name, t.dtype, t.shape, data.len(), &data[..data.len().min(8)]);
+    println!(
+        "{} {:?} {:?}: {} bytes, first bytes {:02x?}",
+        t.name,
+        t.dtype,
+        t.shape,
+        data.len(),
+        &data[..data.len().min(8)]
+    );
     Ok(())
 }

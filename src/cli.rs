@@ -89,6 +89,12 @@ pub fn print_pack_summary(s: &crate::archive::writer::PackSummary, output: &std:
             human(s.dedup_bytes)
         );
     }
+    for n in &s.notices {
+        println!("  note: {n}");
+    }
+    if let Some(t) = &s.lossy_total {
+        print_quality(&s.lossy, t);
+    }
     let gib = s.bytes_in as f64 / (1u64 << 30) as f64;
     println!(
         "  {:.2} s, {:.3} GiB/s with {} threads",
@@ -96,4 +102,31 @@ pub fn print_pack_summary(s: &crate::archive::writer::PackSummary, output: &std:
         gib / s.seconds.max(1e-9),
         s.threads
     );
+}
+
+/// Per-tensor and whole-model error figures of a lossy pack (also used by `inspect`).
+pub fn print_quality(
+    rows: &[crate::archive::writer::TensorQuality],
+    total: &crate::archive::writer::TensorQuality,
+) {
+    println!(
+        "  lossy tensors ({}): bits/weight, ratio vs input, SNR, relative RMS error, max abs error",
+        rows.len()
+    );
+    println!(
+        "  {:<56} {:<12} {:>7} {:>7} {:>8} {:>9} {:>10}",
+        "tensor", "preset", "bits/w", "ratio", "SNR dB", "rel RMS", "max err"
+    );
+    for r in rows.iter().chain(std::iter::once(total)) {
+        println!(
+            "  {:<56} {:<12} {:>7.3} {:>7.2} {:>8.2} {:>9.5} {:>10.3e}",
+            r.name,
+            r.preset,
+            r.bits_per_weight,
+            r.bytes_in as f64 / r.stored.max(1) as f64,
+            r.snr_db,
+            r.rel_rms,
+            r.max_abs_err
+        );
+    }
 }

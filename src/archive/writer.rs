@@ -22,7 +22,10 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
+use std::sync::Arc;
+
 use crate::codec::Codec;
+use crate::codec::quant::{Preset, QuantStats, TensorPlan};
 use crate::format::{self, ChunkRecord, FileEntry, Footer, Index, Segment, SegmentKind};
 use crate::st;
 
@@ -93,6 +96,11 @@ pub struct PackOptions {
     pub threads: usize,
     pub force: bool,
     pub progress: bool,
+    /// Lossy preset for the tensors it applies to (None = lossless archive).
+    pub preset: Option<Preset>,
+    /// Per-tensor overrides, first match wins: (glob pattern on the tensor name, preset or None
+    /// for lossless). Applied before the default selection rule.
+    pub overrides: Vec<(String, Option<Preset>)>,
 }
 
 impl Default for PackOptions {
@@ -102,8 +110,88 @@ impl Default for PackOptions {
             threads: 0,
             force: false,
             progress: false,
+            preset: None,
+            overrides: Vec::new(),
         }
     }
+}
+
+/// Tensors with fewer elements stay lossless under a preset by default: norms, biases and small
+/// tables are a negligible share of the bytes, and errors in them cost quality out of proportion.
+pub const MIN_QUANT_ELEMENTS: u64 = 65_536;
+
+/// Glob match with `*` (any run, including '/' and '.') and `?` (one character).
+pub fn glob_match(pat: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pat.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// The preset a tensor gets: an override by name if one matches, else the default rule (2-D
+/// float tensors with at least `MIN_QUANT_ELEMENTS` elements). Non-float tensors are never
+/// quantized, whatever the override says (the second value says why, for the summary).
+pub fn choose_preset(
+    opts: &PackOptions,
+    name: &str,
+    float: bool,
+    shape: &[usize],
+    numel: u64,
+) -> (Option<Preset>, &'static str) {
+    let Some(default) = opts.preset else {
+        return (None, "lossless archive");
+    };
+    let explicit = opts
+        .overrides
+        .iter()
+        .find(|(p, _)| glob_match(p, name))
+        .map(|(_, c)| *c);
+    if !float {
+        let why = if explicit.flatten().is_some() {
+            NOT_FLOAT_KEPT
+        } else {
+            "not a float tensor"
+        };
+        return (None, why);
+    }
+    match explicit {
+        Some(c) => (c, "override"),
+        None if shape.len() == 2 && numel >= MIN_QUANT_ELEMENTS => (Some(default), "default rule"),
+        None => (None, "small or not 2-D"),
+    }
+}
+
+const NOT_FLOAT_KEPT: &str = "not a float tensor: kept lossless";
+
+/// Lossy statistics of one tensor, stored in the archive's metadata.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TensorQuality {
+    pub file: String,
+    pub name: String,
+    pub preset: String,
+    pub params: u64,
+    pub bytes_in: u64,
+    pub stored: u64,
+    pub bits_per_weight: f64,
+    pub snr_db: f64,
+    pub rel_rms: f64,
+    pub max_abs_err: f64,
+    pub nonfinite: u64,
 }
 
 /// Bytes in and out for one class of data (a dtype, or "other files").
@@ -129,6 +217,12 @@ pub struct PackSummary {
     pub per_class: BTreeMap<String, ClassTotals>,
     pub seconds: f64,
     pub threads: usize,
+    /// Lossy archives: per-tensor figures (lossless tensors are not listed).
+    pub lossy: Vec<TensorQuality>,
+    /// Lossy archives: whole-model figures over the quantized tensors.
+    pub lossy_total: Option<TensorQuality>,
+    /// Tensors a preset pattern matched but that stayed lossless, with the reason.
+    pub notices: Vec<String>,
 }
 
 /// One regular file to store.
@@ -247,9 +341,15 @@ struct SegPlan {
     /// Class for the summary: dtype name, or "other files".
     class: String,
     tensor: Option<(String, u64)>, // name, parameter count
+    preset: Option<Preset>,
+    shape: Vec<usize>,
 }
 
-fn plan_file(f: &InputFile) -> Result<Vec<SegPlan>, PackError> {
+fn plan_file(
+    f: &InputFile,
+    opts: &PackOptions,
+    notices: &mut Vec<String>,
+) -> Result<Vec<SegPlan>, PackError> {
     let plain = |len| {
         vec![SegPlan {
             kind: SegmentKind::Plain,
@@ -258,6 +358,8 @@ fn plan_file(f: &InputFile) -> Result<Vec<SegPlan>, PackError> {
             codec: Codec::Zstd(ZSTD_LEVEL),
             class: "other files".into(),
             tensor: None,
+            preset: None,
+            shape: Vec::new(),
         }]
     };
     if !f.rel.ends_with(".safetensors") {
@@ -277,11 +379,19 @@ fn plan_file(f: &InputFile) -> Result<Vec<SegPlan>, PackError> {
         codec: Codec::Zstd(ZSTD_LEVEL),
         class: "other files".into(),
         tensor: None,
+        preset: None,
+        shape: Vec::new(),
     }];
     for t in &layout.tensors {
-        let codec = match st::float_kind(t.dtype) {
-            Some(k) => Codec::Float(k),
-            None => Codec::Zstd(ZSTD_LEVEL),
+        let kind = st::float_kind(t.dtype);
+        let (preset, why) = choose_preset(opts, &t.name, kind.is_some(), &t.shape, t.numel);
+        if why == NOT_FLOAT_KEPT {
+            notices.push(format!("{}: {} ({:?}) is {why}", f.rel, t.name, t.dtype));
+        }
+        let codec = match (kind, preset) {
+            (Some(k), Some(_)) => Codec::Quant(k),
+            (Some(k), None) => Codec::Float(k),
+            (None, _) => Codec::Zstd(ZSTD_LEVEL),
         };
         segs.push(SegPlan {
             kind: SegmentKind::Tensor,
@@ -290,6 +400,8 @@ fn plan_file(f: &InputFile) -> Result<Vec<SegPlan>, PackError> {
             codec,
             class: format!("{:?}", t.dtype),
             tensor: Some((t.name.clone(), t.numel)),
+            preset,
+            shape: t.shape.clone(),
         });
     }
     Ok(segs)
@@ -300,6 +412,7 @@ struct Job {
     offset: u64,
     len: usize,
     codec: Codec,
+    plan: Option<Arc<TensorPlan>>,
 }
 
 struct Done {
@@ -309,10 +422,31 @@ struct Done {
     stored_hash: u64,
     decoded_hash: u64,
     key: u128,
+    /// Lossy chunks: the bytes the archive will serve, and the error statistics.
+    served: Option<(Vec<u8>, QuantStats)>,
 }
 
 fn encode_job(job: &Job, data: &[u8]) -> Result<Done, String> {
     let mut stored = Vec::new();
+    if let (Some(plan), Codec::Quant(kind)) = (&job.plan, job.codec) {
+        let stats = plan
+            .encode_chunk(data, &mut stored)
+            .map_err(|e| e.to_string())?;
+        // Decode what was stored: the served bytes are what the reader will produce, hashed
+        // from the real decoder output rather than from the encoder's idea of it.
+        let mut served = vec![0u8; data.len()];
+        crate::codec::quant::decode(kind, &stored, &mut served)
+            .map_err(|e| format!("lossy round trip failed: {e}"))?;
+        return Ok(Done {
+            stored_hash: xxh3_64(&stored),
+            decoded_hash: xxh3_64(&served),
+            key: xxh3_128(&stored),
+            decoded_len: data.len() as u32,
+            codec: job.codec,
+            stored,
+            served: Some((served, stats)),
+        });
+    }
     job.codec
         .encode(data, &mut stored)
         .map_err(|e| e.to_string())?;
@@ -330,6 +464,7 @@ fn encode_job(job: &Job, data: &[u8]) -> Result<Done, String> {
         stored,
         codec,
         decoded_len: data.len() as u32,
+        served: None,
     })
 }
 
@@ -381,7 +516,11 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     let t0 = Instant::now();
     let inputs = collect(input)?;
     check_output(input, output, opts.force)?;
-    let plans: Vec<Vec<SegPlan>> = inputs.iter().map(plan_file).collect::<Result<_, _>>()?;
+    let mut notices = Vec::new();
+    let plans: Vec<Vec<SegPlan>> = inputs
+        .iter()
+        .map(|f| plan_file(f, opts, &mut notices))
+        .collect::<Result<_, _>>()?;
 
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -419,8 +558,10 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     let mut summary = PackSummary {
         files: inputs.len(),
         threads,
+        notices,
         ..Default::default()
     };
+    let mut original_sha: BTreeMap<String, String> = BTreeMap::new();
     let mut files = Vec::with_capacity(inputs.len());
 
     for (f, plan) in inputs.iter().zip(&plans) {
@@ -434,8 +575,38 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                 chunks: Vec::new(),
             })
             .collect();
+        let lossy_file = plan.iter().any(|p| p.preset.is_some());
+        // Lossy tensors need tensor-wide parameters (scales, pruning threshold) computed from the
+        // whole tensor before any chunk is coded; the file is mapped for that, read-only.
+        let map = if lossy_file {
+            // SAFETY: read-only map of an input file that pack does not modify.
+            Some(unsafe { memmap2::Mmap::map(&src) }.map_err(|e| io_err(&f.abs, e))?)
+        } else {
+            None
+        };
         let mut jobs = Vec::new();
+        let mut seg_stats: Vec<QuantStats> = vec![QuantStats::default(); plan.len()];
         for (si, p) in plan.iter().enumerate() {
+            let tplan = match (p.preset, p.codec, &map) {
+                (Some(preset), Codec::Quant(kind), Some(map)) => {
+                    let range = p.start as usize..(p.start + p.len) as usize;
+                    let bytes = map.get(range).ok_or_else(|| {
+                        io_err(
+                            &f.abs,
+                            std::io::Error::other("file shrank while being packed"),
+                        )
+                    })?;
+                    let tp = TensorPlan::new(preset, kind, &p.shape, bytes).map_err(|e| {
+                        PackError::Codec {
+                            path: f.abs.clone(),
+                            tensor: p.tensor.as_ref().map_or_else(String::new, |t| t.0.clone()),
+                            msg: e.to_string(),
+                        }
+                    })?;
+                    Some(Arc::new(tp))
+                }
+                _ => None,
+            };
             let mut off = 0u64;
             while off < p.len {
                 let len = (p.len - off).min(u64::from(cs)) as usize;
@@ -444,6 +615,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                     offset: p.start + off,
                     len,
                     codec: p.codec,
+                    plan: tplan.clone(),
                 });
                 off += len as u64;
             }
@@ -457,6 +629,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
             }
         }
         let mut sha = Sha256::new();
+        let mut served_sha = Sha256::new();
         let mut hashed = 0u64;
         for batch in jobs.chunks(threads * BATCH_PER_THREAD) {
             let datas: Vec<Vec<u8>> = pool
@@ -499,6 +672,15 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                     msg,
                 })?;
                 hashed += data.len() as u64;
+                if lossy_file {
+                    match &d.served {
+                        Some((served, st)) => {
+                            served_sha.update(served);
+                            seg_stats[j.seg].merge(st);
+                        }
+                        None => served_sha.update(data),
+                    }
+                }
                 let key = (d.key, d.decoded_len, d.codec);
                 let class = &plan[j.seg].class;
                 let id = match dedup.get(&key) {
@@ -525,6 +707,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                             decoded_hash: d.decoded_hash,
                         });
                         pos += d.stored.len() as u64;
+
                         summary
                             .per_class
                             .get_mut(class)
@@ -544,21 +727,55 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                 std::io::Error::other("file changed size while being packed"),
             ));
         }
+        let orig: [u8; 32] = sha.finalize().into();
+        let served: [u8; 32] = if lossy_file {
+            original_sha.insert(f.rel.clone(), hex::encode(orig));
+            served_sha.finalize().into()
+        } else {
+            orig
+        };
+        for (p, st) in plan.iter().zip(&seg_stats) {
+            if let (Some(preset), Some((name, params))) = (p.preset, &p.tensor) {
+                let row = quality_row(&f.rel, name, &preset.to_string(), *params, p.len, st);
+                summary.lossy.push(row);
+            }
+        }
         files.push(FileEntry {
             path: f.rel.clone(),
             mode: f.mode,
             size: f.size,
-            sha256: sha.finalize().into(),
+            sha256: served,
             segments,
         });
     }
     bar.finish_and_clear();
 
     summary.chunks = chunks.len() as u64;
+    if let Some(preset) = opts.preset {
+        let mut total = QuantStats::default();
+        let (mut params, mut bytes_in) = (0, 0);
+        for r in &summary.lossy {
+            total.merge(&r.stats());
+            params += r.params;
+            bytes_in += r.bytes_in;
+        }
+        summary.lossy_total = Some(quality_row(
+            "*",
+            "all quantized tensors",
+            &preset.to_string(),
+            params,
+            bytes_in,
+            &total,
+        ));
+    }
     let meta = serde_json::json!({
         "tool": format!("upg {}", env!("CARGO_PKG_VERSION")),
         "chunk_size": cs,
-        "preset": "lossless",
+        "preset": opts.preset.map_or_else(|| "lossless".to_string(), |p| p.to_string()),
+        "overrides": opts.overrides.iter().map(|(p, c)| format!("{p}={}", c.map_or_else(|| "lossless".into(), |c| c.to_string()))).collect::<Vec<_>>(),
+        "lossy": summary.lossy,
+        "lossy_total": summary.lossy_total,
+        "original_sha256": original_sha,
     });
     let index = Index {
         chunks,
@@ -584,4 +801,50 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     summary.bytes_out = pos + ib.len() as u64 + format::FOOTER_LEN as u64;
     summary.seconds = t0.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+fn quality_row(
+    file: &str,
+    name: &str,
+    preset: &str,
+    params: u64,
+    bytes_in: u64,
+    st: &QuantStats,
+) -> TensorQuality {
+    TensorQuality {
+        file: file.into(),
+        name: name.into(),
+        preset: preset.into(),
+        params,
+        bytes_in,
+        stored: st.stored_bytes,
+        bits_per_weight: if params == 0 {
+            0.0
+        } else {
+            st.stored_bytes as f64 * 8.0 / params as f64
+        },
+        snr_db: st.snr_db(),
+        rel_rms: st.rel_rms(),
+        max_abs_err: st.max_abs_err,
+        nonfinite: st.n_nonfinite,
+    }
+}
+
+impl TensorQuality {
+    /// Rebuild mergeable statistics (enough for SNR, relative RMS and max error).
+    fn stats(&self) -> QuantStats {
+        let n = self.params as f64;
+        // snr = 10 log10(signal/err), rel_rms = sqrt(err/signal): recover both sums from one scale.
+        let signal = n;
+        let err = self.rel_rms * self.rel_rms * n;
+        QuantStats {
+            n: self.params,
+            sum_sq_signal: signal,
+            sum_sq_err: err,
+            max_abs_err: self.max_abs_err,
+            stored_bytes: self.stored,
+            n_nonfinite: self.nonfinite,
+            ..Default::default()
+        }
+    }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use upg::archive::writer::{DEFAULT_CHUNK_SIZE, PackOptions, pack};
 use upg::archive::{Archive, OpenOptions, verify};
 use upg::cli;
+use upg::codec::quant::Preset;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,20 @@ enum Cmd {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Quality dial: lossless (default, byte-exact) or a lossy preset: q8, q6, q5, q4, q3
+        /// (about that many stored bits per quantized weight) or prime-sparse (the original
+        /// report's INT8 + 50% pruning + codebook recipe). Lossy presets apply to 2-D float
+        /// tensors with at least 65,536 elements; the rest stays lossless. Error figures are
+        /// printed and stored in the archive.
+        #[arg(long, default_value = "lossless")]
+        preset: String,
+        /// Per-tensor override, PATTERN=PRESET (glob on the tensor name, `*` and `?`), first
+        /// match wins; PRESET may be `lossless`. Repeatable, e.g. --override '*embed_tokens*=q8'.
+        #[arg(long = "override", value_name = "PATTERN=PRESET")]
+        overrides: Vec<String>,
+        /// Keep tensors matching PATTERN lossless (same as --override PATTERN=lossless).
+        #[arg(long, value_name = "PATTERN")]
+        keep: Vec<String>,
     },
     /// Extract every file, byte-identical to what was packed.
     Unpack {
@@ -132,7 +147,11 @@ fn run(cmd: Cmd) -> Result<u8, String> {
             chunk_size,
             force,
             json,
+            preset,
+            overrides,
+            keep,
         } => {
+            let (preset, overrides) = lossy_options(&preset, &overrides, &keep)?;
             let s = pack(
                 &input,
                 &output,
@@ -141,6 +160,8 @@ fn run(cmd: Cmd) -> Result<u8, String> {
                     threads,
                     force,
                     progress: !json,
+                    preset,
+                    overrides,
                 },
             )
             .map_err(|e| e.to_string())?;
@@ -285,4 +306,45 @@ fn run(cmd: Cmd) -> Result<u8, String> {
             }
         }
     }
+}
+
+type Overrides = Vec<(String, Option<Preset>)>;
+
+/// Parse --preset, --override and --keep into the pack options.
+fn lossy_options(
+    preset: &str,
+    overrides: &[String],
+    keep: &[String],
+) -> Result<(Option<Preset>, Overrides), String> {
+    let parse = |p: &str| -> Result<Option<Preset>, String> {
+        if p.trim().eq_ignore_ascii_case("lossless") {
+            Ok(None)
+        } else {
+            p.parse()
+                .map(Some)
+                .map_err(|e: upg::codec::CodecError| e.to_string())
+        }
+    };
+    let preset = parse(preset)?;
+    let mut ov = Vec::new();
+    for o in overrides {
+        let (pat, p) = o
+            .rsplit_once('=')
+            .ok_or_else(|| format!("--override {o:?}: expected PATTERN=PRESET"))?;
+        if pat.is_empty() {
+            return Err(format!("--override {o:?}: empty pattern"));
+        }
+        ov.push((
+            pat.to_string(),
+            parse(p).map_err(|e| format!("--override {o:?}: {e}"))?,
+        ));
+    }
+    ov.extend(keep.iter().map(|k| (k.clone(), None)));
+    if preset.is_none() && ov.iter().any(|(_, p)| p.is_some()) {
+        return Err(
+            "--override with a lossy preset needs --preset (the default for the other tensors)"
+                .into(),
+        );
+    }
+    Ok((preset, ov))
 }

@@ -65,6 +65,7 @@ pub fn pack_dir(dir: &Path, out: &Path, chunk_size: u32) -> upg::archive::writer
             threads: 2,
             force: true,
             progress: false,
+            ..Default::default()
         },
     )
     .unwrap()
