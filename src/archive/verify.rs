@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::writer::TensorQuality;
 use super::{Archive, ArchiveError};
+use crate::codec::quant::QuantStats;
+use crate::codec::{Codec, FloatKind};
+use crate::format::SegmentKind;
 
 /// Chunks decoded per parallel step while streaming a file through SHA-256.
 const STEP_CHUNKS: usize = 64;
@@ -29,6 +33,10 @@ pub struct VerifyReport {
     pub chunks_checked: usize,
     pub bytes_checked: u64,
     pub problems: Vec<Problem>,
+    /// Lossy archives with `--against`: measured error of every quantized tensor.
+    pub lossy: Vec<TensorQuality>,
+    /// Whole-model figures over `lossy`.
+    pub lossy_total: Option<TensorQuality>,
 }
 
 /// Stream file `fi` chunk by chunk (decoded in parallel steps), calling `sink` with consecutive
@@ -71,6 +79,16 @@ pub fn stream_file(
 /// original under that directory (or that single file, for a one-file archive).
 pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
     let mut rep = VerifyReport::default();
+    // Lossy files: path -> SHA-256 of the original they were made from.
+    let lossy_files: std::collections::HashMap<String, String> = a.meta()["original_sha256"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut lossy_total = QuantStats::default();
     let mut referenced = vec![false; a.chunks().len()];
     for (fi, f) in a.files().iter().enumerate() {
         for s in &f.segments {
@@ -79,7 +97,21 @@ pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
             }
         }
         let mut sha = Sha256::new();
+        let lossy_file = lossy_files.contains_key(&f.path);
+        if let (true, Some(root)) = (lossy_file, against) {
+            let orig_path = original_path(root, a, &f.path);
+            match compare_lossy(a, fi, &orig_path, &lossy_files[&f.path]) {
+                Ok(rows) => {
+                    for (q, st) in rows {
+                        lossy_total.merge(&st);
+                        rep.lossy.push(q);
+                    }
+                }
+                Err(p) => rep.problems.push(p),
+            }
+        }
         let mut orig = against
+            .filter(|_| !lossy_file)
             .map(|root| original_path(root, a, &f.path))
             .map(File::open);
         let mut mismatch_at: Option<u64> = None;
@@ -157,6 +189,19 @@ pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
         }
     }
     rep.chunks_checked = a.chunks().len();
+    if !rep.lossy.is_empty() {
+        let bytes_in = rep.lossy.iter().map(|q| q.bytes_in).sum();
+        let preset = a.meta()["preset"].as_str().unwrap_or("lossy").to_string();
+        let t = super::writer::quality_row(
+            "*",
+            "all quantized tensors",
+            &preset,
+            lossy_total.n,
+            bytes_in,
+            &lossy_total,
+        );
+        rep.lossy_total = Some(t);
+    }
     if let Some(root) = against {
         if root.is_dir() {
             extra_originals(root, "", a, &mut rep);
@@ -279,4 +324,116 @@ pub fn unpack(a: &Archive, out: &Path, force: bool, progress: bool) -> Result<u6
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Little-endian floats of `kind` as f64.
+fn floats(kind: FloatKind, b: &[u8]) -> impl Iterator<Item = f64> + '_ {
+    b.chunks_exact(kind.elem_size()).map(move |c| match kind {
+        FloatKind::Bf16 => f64::from(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        FloatKind::F16 => f64::from(half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        FloatKind::F32 => f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        FloatKind::F64 => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
+    })
+}
+
+/// Compare a lossy file with its original: the original's SHA-256 must be the one the archive
+/// was made from; lossless segments must be byte-identical; quantized tensors get error figures
+/// measured here, independently of the ones stored at pack time.
+fn compare_lossy(
+    a: &Archive,
+    fi: usize,
+    orig_path: &Path,
+    want_sha: &str,
+) -> Result<Vec<(TensorQuality, QuantStats)>, Problem> {
+    let f = &a.files()[fi];
+    let problem = |offset: Option<u64>, message: String| Problem {
+        file: Some(f.path.clone()),
+        offset,
+        message,
+    };
+    let orig = std::fs::read(orig_path)
+        .map_err(|e| problem(None, format!("original cannot be read: {e}")))?;
+    if hex::encode(Sha256::digest(&orig)) != want_sha {
+        return Err(problem(
+            None,
+            "original is not the file this archive was packed from (SHA-256 differs)".into(),
+        ));
+    }
+    let served = super::reader::read_all(a, fi).map_err(|e| problem(None, e.to_string()))?;
+    if served.len() != orig.len() {
+        return Err(problem(
+            None,
+            format!(
+                "archive serves {} bytes, original has {}",
+                served.len(),
+                orig.len()
+            ),
+        ));
+    }
+    let segs = a.segment_sizes(fi);
+    let names = match segs.first() {
+        Some((SegmentKind::StHeader, hlen, _, _)) => {
+            crate::st::Layout::from_header_json(served.get(8..*hlen as usize).unwrap_or(&[]), *hlen)
+                .map(|l| l.tensors.into_iter().map(|t| t.name).collect::<Vec<_>>())
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let mut rows = Vec::new();
+    let (mut pos, mut ti) = (0usize, 0usize);
+    for (kind, len, stored, codec) in segs {
+        let r = pos..pos + len as usize;
+        pos += len as usize;
+        let name = if kind == SegmentKind::Tensor {
+            ti += 1;
+            names
+                .get(ti - 1)
+                .cloned()
+                .unwrap_or_else(|| format!("tensor #{ti}"))
+        } else {
+            String::new()
+        };
+        match codec {
+            Some(Codec::Quant(k)) => {
+                let mut st = QuantStats::default();
+                for (x, y) in floats(k, &orig[r.clone()]).zip(floats(k, &served[r.clone()])) {
+                    st.n += 1;
+                    if !x.is_finite() || !y.is_finite() {
+                        st.n_nonfinite += 1;
+                        continue;
+                    }
+                    st.sum_sq_signal += x * x;
+                    st.sum_sq_err += (x - y) * (x - y);
+                    st.max_abs_err = st.max_abs_err.max((x - y).abs());
+                }
+                st.stored_bytes = stored;
+                let preset = a.meta()["lossy"]
+                    .as_array()
+                    .and_then(|v| {
+                        v.iter()
+                            .find(|t| t["name"] == name.as_str() && t["file"] == f.path.as_str())
+                    })
+                    .and_then(|t| t["preset"].as_str().map(String::from))
+                    .unwrap_or_else(|| "lossy".into());
+                rows.push((
+                    super::writer::quality_row(&f.path, &name, &preset, st.n, len, &st),
+                    st,
+                ));
+            }
+            _ => {
+                if orig[r.clone()] != served[r.clone()] {
+                    let k = orig[r.clone()]
+                        .iter()
+                        .zip(&served[r.clone()])
+                        .position(|(x, y)| x != y)
+                        .unwrap_or(0);
+                    return Err(problem(
+                        Some((r.start + k) as u64),
+                        "differs from the original in a lossless part".into(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(rows)
 }

@@ -562,6 +562,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         ..Default::default()
     };
     let mut original_sha: BTreeMap<String, String> = BTreeMap::new();
+    let mut lossy_total = QuantStats::default();
     let mut files = Vec::with_capacity(inputs.len());
 
     for (f, plan) in inputs.iter().zip(&plans) {
@@ -738,6 +739,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
             if let (Some(preset), Some((name, params))) = (p.preset, &p.tensor) {
                 let row = quality_row(&f.rel, name, &preset.to_string(), *params, p.len, st);
                 summary.lossy.push(row);
+                lossy_total.merge(st);
             }
         }
         files.push(FileEntry {
@@ -752,20 +754,18 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
 
     summary.chunks = chunks.len() as u64;
     if let Some(preset) = opts.preset {
-        let mut total = QuantStats::default();
-        let (mut params, mut bytes_in) = (0, 0);
-        for r in &summary.lossy {
-            total.merge(&r.stats());
-            params += r.params;
-            bytes_in += r.bytes_in;
-        }
+        let (params, bytes_in) = summary
+            .lossy
+            .iter()
+            .fold((0, 0), |(p, b), r| (p + r.params, b + r.bytes_in));
+        let name = "all quantized tensors";
         summary.lossy_total = Some(quality_row(
             "*",
-            "all quantized tensors",
+            name,
             &preset.to_string(),
             params,
             bytes_in,
-            &total,
+            &lossy_total,
         ));
     }
     let meta = serde_json::json!({
@@ -803,7 +803,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     Ok(summary)
 }
 
-fn quality_row(
+pub(crate) fn quality_row(
     file: &str,
     name: &str,
     preset: &str,
@@ -827,24 +827,5 @@ fn quality_row(
         rel_rms: st.rel_rms(),
         max_abs_err: st.max_abs_err,
         nonfinite: st.n_nonfinite,
-    }
-}
-
-impl TensorQuality {
-    /// Rebuild mergeable statistics (enough for SNR, relative RMS and max error).
-    fn stats(&self) -> QuantStats {
-        let n = self.params as f64;
-        // snr = 10 log10(signal/err), rel_rms = sqrt(err/signal): recover both sums from one scale.
-        let signal = n;
-        let err = self.rel_rms * self.rel_rms * n;
-        QuantStats {
-            n: self.params,
-            sum_sq_signal: signal,
-            sum_sq_err: err,
-            max_abs_err: self.max_abs_err,
-            stored_bytes: self.stored,
-            n_nonfinite: self.nonfinite,
-            ..Default::default()
-        }
     }
 }

@@ -231,6 +231,12 @@ fn run(cmd: Cmd) -> Result<u8, String> {
                         p.message
                     );
                 }
+                if let Some(total) = &r.lossy_total {
+                    println!(
+                        "lossy archive: error of each quantized tensor, measured against the originals"
+                    );
+                    cli::print_quality(&r.lossy, total);
+                }
                 let what = if against.is_some() {
                     ", compared with the originals"
                 } else {
