@@ -20,6 +20,8 @@ pub struct TensorRow {
     /// Archive only: stored bytes and codec.
     pub stored: Option<u64>,
     pub codec: Option<String>,
+    /// Lossy archives: the preset and error figures stored at pack time.
+    pub quality: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,6 +105,7 @@ fn rows(file: &str, layout: &Layout, stored: Option<&[(u64, String)]>) -> Vec<Te
             bytes: t.end - t.start,
             stored: stored.and_then(|s| s.get(i)).map(|s| s.0),
             codec: stored.and_then(|s| s.get(i)).map(|s| s.1.clone()),
+            quality: None,
         })
         .collect()
 }
@@ -190,7 +193,16 @@ pub fn catalog_archive(a: &Archive) -> Result<Catalog, InspectError> {
             .iter()
             .map(|s| (s.2, s.3.map(|c| c.name()).unwrap_or_else(|| "empty".into())))
             .collect();
-        tensors.extend(rows(&f.path, &layout, Some(&stored)));
+        let mut r = rows(&f.path, &layout, Some(&stored));
+        if let Some(q) = a.meta()["lossy"].as_array() {
+            for t in &mut r {
+                t.quality = q
+                    .iter()
+                    .find(|x| x["file"] == f.path.as_str() && x["name"] == t.name.as_str())
+                    .cloned();
+            }
+        }
+        tensors.extend(r);
     }
     Ok(finish(
         a.path().display().to_string(),
@@ -216,6 +228,16 @@ pub fn print(c: &Catalog, show_tensors: bool) {
             human(ab),
             ratio(c.bytes, ab)
         );
+        if let Some(m) = &c.meta {
+            if let Some(t) = m.get("lossy_total").filter(|t| !t.is_null()) {
+                println!(
+                    "  preset {}: {} quantized tensors, {} (other tensors lossless)",
+                    m["preset"].as_str().unwrap_or("?"),
+                    m["lossy"].as_array().map_or(0, |v| v.len()),
+                    quality_text(t)
+                );
+            }
+        }
     }
     println!(
         "  {} files, {} tensors, {} parameters",
@@ -271,8 +293,26 @@ pub fn print(c: &Catalog, show_tensors: bool) {
                 human(t.bytes),
                 stored,
                 r,
-                t.codec.as_deref().unwrap_or("-")
+                t.codec.as_deref().unwrap_or("-"),
             );
+            if let Some(q) = &t.quality {
+                println!(
+                    "      {} {}",
+                    q["preset"].as_str().unwrap_or("?"),
+                    quality_text(q)
+                );
+            }
         }
     }
+}
+
+fn quality_text(q: &serde_json::Value) -> String {
+    let f = |k: &str| q[k].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "{:.3} bits/weight, SNR {:.2} dB, rel. RMS {:.5}, max abs err {:.3e}",
+        f("bits_per_weight"),
+        f("snr_db"),
+        f("rel_rms"),
+        f("max_abs_err")
+    )
 }
