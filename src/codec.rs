@@ -9,6 +9,7 @@
 //! - `decode` gets the exact decoded length from the index and must fill `out` completely or fail;
 //!   hostile input yields `CodecError`, never a panic, never an out-of-bounds access.
 
+pub mod entropy;
 pub mod float;
 pub mod quant;
 pub mod raw;
@@ -107,8 +108,12 @@ impl Codec {
         match id {
             Self::ID_RAW if param == 0 => Ok(Codec::Raw),
             Self::ID_ZSTD => Ok(Codec::Zstd(param)),
-            Self::ID_FLOAT => FloatKind::from_param(param).map(Codec::Float).ok_or(unknown),
-            Self::ID_QUANT => FloatKind::from_param(param).map(Codec::Quant).ok_or(unknown),
+            Self::ID_FLOAT => FloatKind::from_param(param)
+                .map(Codec::Float)
+                .ok_or(unknown),
+            Self::ID_QUANT => FloatKind::from_param(param)
+                .map(Codec::Quant)
+                .ok_or(unknown),
             _ => Err(unknown),
         }
     }

@@ -3,5 +3,7 @@
 use super::{CodecError, FloatKind};
 
 pub fn decode(_kind: FloatKind, _input: &[u8], _out: &mut [u8]) -> Result<(), CodecError> {
-    Err(CodecError::Corrupt("lossy codec not implemented in this build"))
+    Err(CodecError::Corrupt(
+        "lossy codec not implemented in this build",
+    ))
 }

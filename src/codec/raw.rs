@@ -9,7 +9,10 @@ pub fn encode(input: &[u8], out: &mut Vec<u8>) {
 
 pub fn decode(input: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
     if input.len() != out.len() {
-        return Err(CodecError::LengthMismatch { expected: out.len(), got: input.len() });
+        return Err(CodecError::LengthMismatch {
+            expected: out.len(),
+            got: input.len(),
+        });
     }
     out.copy_from_slice(input);
     Ok(())

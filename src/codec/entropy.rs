@@ -1,0 +1,539 @@
+//! Order-0 entropy coder for byte-alphabet symbol streams: 8-way interleaved rANS with 32-bit
+//! states and 16-bit renormalisation, hand-written (see docs/CODEC.md for why not a crate).
+//!
+//! # API
+//!
+//! ```text
+//! encode_symbols(symbols: &[u8], out: &mut Vec<u8>)
+//!     Appends a self-delimiting stream for `symbols` to `out`. Deterministic. The stream never
+//!     exceeds `symbols.len() + 1` bytes (it falls back to storing the symbols raw).
+//!
+//! decode_symbols(stream: &[u8], out: &mut [u8]) -> Result<usize, CodecError>
+//!     Decodes exactly `out.len()` symbols from the start of `stream` and returns how many bytes
+//!     of `stream` the encoded symbols occupied, so several streams can be concatenated and
+//!     read back one after the other. The symbol count is NOT stored: the caller must know it
+//!     (the archive index gives every chunk's decoded length). Hostile input yields an error,
+//!     never a panic, an out-of-bounds access or an unbounded loop (work is O(out.len() +
+//!     stream.len())). A stream that ends with states other than the encoder's initial ones
+//!     or with unread words is rejected as `Corrupt`.
+//!
+//! estimate_cost(hist: &[u32; 256]) -> usize
+//!     The stored size `encode_symbols` would produce for symbols with this histogram, to the
+//!     byte up to rANS flush rounding (±2 bytes). Lets callers decide "code or store raw" and
+//!     compare alternative symbol decompositions without encoding.
+//! ```
+//!
+//! # Stream format (all integers little-endian)
+//!
+//! ```text
+//! u8 mode
+//!   0 = raw:       the symbols follow verbatim (n bytes)
+//!   1 = constant:  u8 symbol; every one of the n symbols is it
+//!   2 = rANS:
+//!       u8  scale           log2 of the frequency total M, 1..=MAX_SCALE
+//!       u8  nsym_minus_1    alphabet is 0..nsym
+//!       u8  eg_order        Exp-Golomb order k (0..=15) of the frequency table
+//!       table               bit-packed (LSB first) Exp-Golomb-k codes of freq[0..nsym-1];
+//!                           freq[nsym-1] is implied (M - sum) and must be >= 1;
+//!                           padded to a whole byte
+//!       u32 nwords          number of 16-bit renormalisation words
+//!       u32 state[LANES]    final encoder states = initial decoder states, each in [L, 2^32)
+//!       u16 words[nwords]   in decoder order
+//! ```
+//!
+//! Symbol `i` is coded by lane `i % LANES`. Decoding a symbol: `slot = x & (M-1)`, `s` is the
+//! symbol whose cumulative range holds `slot`, `x = freq[s] * (x >> scale) + slot - cum[s]`,
+//! then if `x < L` one word `w` is read: `x = (x << 16) | w`.
+
+use super::CodecError;
+
+/// Number of interleaved rANS states.
+pub const LANES: usize = 8;
+/// Largest supported log2 of the frequency total.
+pub const MAX_SCALE: u32 = 12;
+/// Lower bound of the normalised state interval [L, 2^32).
+const L: u32 = 1 << 16;
+
+const MODE_RAW: u8 = 0;
+const MODE_CONST: u8 = 1;
+const MODE_RANS: u8 = 2;
+
+/// Histogram of a byte slice.
+pub fn histogram(symbols: &[u8]) -> [u32; 256] {
+    // Four sub-histograms hide store-to-load dependencies on runs of equal bytes.
+    let mut h = [[0u32; 256]; 4];
+    let mut chunks = symbols.chunks_exact(4);
+    for c in &mut chunks {
+        h[0][c[0] as usize] += 1;
+        h[1][c[1] as usize] += 1;
+        h[2][c[2] as usize] += 1;
+        h[3][c[3] as usize] += 1;
+    }
+    for &b in chunks.remainder() {
+        h[0][b as usize] += 1;
+    }
+    let mut out = [0u32; 256];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = h[0][i] + h[1][i] + h[2][i] + h[3][i];
+    }
+    out
+}
+
+/// A normalised frequency table plus everything needed to write it.
+struct Table {
+    scale: u32,
+    nsym: usize,
+    freq: [u32; 256],
+    eg_order: u32,
+    table_bits: u64,
+}
+
+/// Scale counts to sum exactly `1 << scale`, every present symbol keeping a frequency >= 1,
+/// greedily minimising the coded size. Requires `present <= 1 << scale` and `total > 0`.
+fn normalize(hist: &[u32; 256], total: u64, scale: u32) -> [u32; 256] {
+    let m = 1u64 << scale;
+    let mut freq = [0u32; 256];
+    let mut sum: i64 = 0;
+    for s in 0..256 {
+        let c = hist[s] as u64;
+        if c > 0 {
+            let f = ((c * m + total / 2) / total).max(1);
+            freq[s] = f as u32;
+            sum += f as i64;
+        }
+    }
+    let mut diff = m as i64 - sum;
+    // Each step moves one unit of frequency where it costs least (first-order estimate of
+    // c * log2(f'/f)). |diff| <= number of present symbols, so this is at most 256 steps.
+    while diff != 0 {
+        let mut best = usize::MAX;
+        let mut best_v = f64::NEG_INFINITY;
+        for s in 0..256 {
+            let c = hist[s] as f64;
+            let f = freq[s] as f64;
+            if c == 0.0 {
+                continue;
+            }
+            let v = if diff > 0 {
+                c * ((f + 1.0) / f).log2() // gain of +1
+            } else {
+                if freq[s] <= 1 {
+                    continue;
+                }
+                -c * (f / (f - 1.0)).log2() // loss of -1
+            };
+            if v > best_v {
+                best_v = v;
+                best = s;
+            }
+        }
+        if diff > 0 {
+            freq[best] += 1;
+            diff -= 1;
+        } else {
+            freq[best] -= 1;
+            diff += 1;
+        }
+    }
+    freq
+}
+
+fn eg_bits(v: u32, k: u32) -> u64 {
+    let u = v as u64 + (1u64 << k);
+    let nb = 64 - u.leading_zeros() as u64;
+    // (nb - k - 1) zeros + 1 terminator + (nb - 1) payload bits
+    (nb - k as u64 - 1) + 1 + (nb - 1)
+}
+
+fn build_table(hist: &[u32; 256], total: u64, scale: u32) -> Table {
+    let freq = normalize(hist, total, scale);
+    let nsym = 256 - freq.iter().rev().take_while(|&&f| f == 0).count();
+    let mut best = (u64::MAX, 0);
+    for k in 0..=15u32 {
+        let bits: u64 = freq[..nsym - 1].iter().map(|&f| eg_bits(f, k)).sum();
+        if bits < best.0 {
+            best = (bits, k);
+        }
+    }
+    Table {
+        scale,
+        nsym,
+        freq,
+        eg_order: best.1,
+        table_bits: best.0,
+    }
+}
+
+/// Estimated rANS payload in bits for `hist` under `freq` (entropy of the quantised model).
+fn payload_bits(hist: &[u32; 256], freq: &[u32; 256], scale: u32) -> f64 {
+    let mut bits = 0.0;
+    for s in 0..256 {
+        if hist[s] > 0 {
+            bits += hist[s] as f64 * (scale as f64 - (freq[s] as f64).log2());
+        }
+    }
+    bits
+}
+
+const RANS_FIXED_BYTES: usize = 1 + 3 + 4 + 4 * LANES;
+
+/// Pick the table minimising header + payload; `None` when fewer than two symbols are present.
+fn choose_table(hist: &[u32; 256]) -> Option<(Table, usize)> {
+    let total: u64 = hist.iter().map(|&c| c as u64).sum();
+    let present = hist.iter().filter(|&&c| c > 0).count();
+    if present < 2 {
+        return None;
+    }
+    let min_scale = (usize::BITS - (present - 1).leading_zeros()).max(1);
+    let mut best: Option<(Table, usize)> = None;
+    for scale in min_scale..=MAX_SCALE {
+        let t = build_table(hist, total, scale);
+        let payload = payload_bits(hist, &t.freq, scale);
+        let size =
+            RANS_FIXED_BYTES + t.table_bits.div_ceil(8) as usize + (payload / 8.0).ceil() as usize;
+        if best.as_ref().is_none_or(|b| size < b.1) {
+            best = Some((t, size));
+        }
+    }
+    best
+}
+
+/// Stored size `encode_symbols` would produce for this histogram (±2 bytes for rANS flush).
+pub fn estimate_cost(hist: &[u32; 256]) -> usize {
+    let total: usize = hist.iter().map(|&c| c as usize).sum();
+    if total == 0 {
+        return 1;
+    }
+    match choose_table(hist) {
+        None => 2,
+        Some((_, size)) => size.min(1 + total),
+    }
+}
+
+struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl BitWriter<'_> {
+    fn put(&mut self, v: u64, nbits: u32) {
+        debug_assert!(nbits <= 32);
+        self.acc |= (v & ((1u64 << nbits) - 1)) << self.n;
+        self.n += nbits;
+        while self.n >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+    }
+    fn eg(&mut self, v: u32, k: u32) {
+        let u = v as u64 + (1u64 << k);
+        let nb = 64 - u.leading_zeros();
+        let zeros = nb - k - 1;
+        self.put(0, zeros);
+        self.put(1, 1);
+        self.put(u, nb - 1);
+    }
+    fn finish(mut self) {
+        if self.n > 0 {
+            self.out.push(self.acc as u8);
+        }
+        self.n = 0;
+    }
+}
+
+struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    acc: u64,
+    n: u32,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        BitReader {
+            data,
+            pos: 0,
+            acc: 0,
+            n: 0,
+        }
+    }
+    fn get(&mut self, nbits: u32) -> Result<u32, CodecError> {
+        debug_assert!(nbits <= 32);
+        while self.n < nbits {
+            let b = *self
+                .data
+                .get(self.pos)
+                .ok_or(CodecError::Truncated("rANS table"))?;
+            self.pos += 1;
+            self.acc |= (b as u64) << self.n;
+            self.n += 8;
+        }
+        let v = (self.acc & ((1u64 << nbits) - 1)) as u32;
+        self.acc >>= nbits;
+        self.n -= nbits;
+        Ok(v)
+    }
+    fn eg(&mut self, k: u32) -> Result<u32, CodecError> {
+        let mut zeros = 0;
+        while self.get(1)? == 0 {
+            zeros += 1;
+            if zeros > 20 {
+                return Err(CodecError::Corrupt("rANS table code too long"));
+            }
+        }
+        let nb = zeros + k;
+        let u = (1u64 << nb) | self.get(nb)? as u64;
+        Ok((u - (1u64 << k)) as u32)
+    }
+    /// Bytes consumed (the partial last byte counts).
+    fn consumed(&self) -> usize {
+        self.pos
+    }
+}
+
+/// Store `symbols` in raw mode (1 + n bytes), for callers that judge coding not worth its
+/// decode time.
+pub fn encode_raw(symbols: &[u8], out: &mut Vec<u8>) {
+    out.push(MODE_RAW);
+    out.extend_from_slice(symbols);
+}
+
+/// Encode `symbols`; see the module header for the format.
+pub fn encode_symbols(symbols: &[u8], out: &mut Vec<u8>) {
+    let hist = histogram(symbols);
+    encode_with_hist(symbols, &hist, out);
+}
+
+/// As [`encode_symbols`] with a precomputed histogram of `symbols`.
+pub fn encode_with_hist(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
+    let n = symbols.len();
+    if n == 0 {
+        out.push(MODE_RAW);
+        return;
+    }
+    let present = hist.iter().filter(|&&c| c > 0).count();
+    if present == 1 {
+        out.push(MODE_CONST);
+        out.push(symbols[0]);
+        return;
+    }
+    let Some((t, est)) = choose_table(hist) else {
+        unreachable!("two or more symbols present")
+    };
+    if est >= 1 + n {
+        out.push(MODE_RAW);
+        out.extend_from_slice(symbols);
+        return;
+    }
+    let start = out.len();
+    out.push(MODE_RANS);
+    out.push(t.scale as u8);
+    out.push((t.nsym - 1) as u8);
+    out.push(t.eg_order as u8);
+    {
+        let mut bw = BitWriter { out, acc: 0, n: 0 };
+        for &f in &t.freq[..t.nsym - 1] {
+            bw.eg(f, t.eg_order);
+        }
+        bw.finish();
+    }
+    let mut cum = [0u32; 256];
+    let mut c = 0;
+    for s in 0..256 {
+        cum[s] = c;
+        c += t.freq[s];
+    }
+    // Encode backwards so the decoder runs forwards; words come out in reverse decoder order.
+    let mut x = [L; LANES];
+    let mut words: Vec<u16> = Vec::with_capacity(n / 2 + 16);
+    let scale = t.scale;
+    for i in (0..n).rev() {
+        let s = symbols[i] as usize;
+        let f = t.freq[s];
+        let lane = &mut x[i % LANES];
+        let xmax = (f as u64) << (32 - scale);
+        if *lane as u64 >= xmax {
+            words.push(*lane as u16);
+            *lane >>= 16;
+        }
+        *lane = ((*lane / f) << scale) + (*lane % f) + cum[s];
+    }
+    words.reverse();
+    out.extend_from_slice(&(words.len() as u32).to_le_bytes());
+    for s in x {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    for w in &words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    if out.len() - start >= 1 + n {
+        out.truncate(start);
+        out.push(MODE_RAW);
+        out.extend_from_slice(symbols);
+    }
+}
+
+/// Decode tables for one rANS stream: `ent[slot] = freq << 16 | (slot - cum)`, `sym[slot]`.
+struct DecTable {
+    scale: u32,
+    ent: Vec<u32>,
+    sym: Vec<u8>,
+}
+
+fn read_table(input: &[u8]) -> Result<(DecTable, usize), CodecError> {
+    let hdr = input.get(..3).ok_or(CodecError::Truncated("rANS header"))?;
+    let scale = hdr[0] as u32;
+    let nsym = hdr[1] as usize + 1;
+    let k = hdr[2] as u32;
+    if scale == 0 || scale > MAX_SCALE {
+        return Err(CodecError::Corrupt("rANS scale out of range"));
+    }
+    if k > 15 {
+        return Err(CodecError::Corrupt("rANS table order out of range"));
+    }
+    let m = 1u32 << scale;
+    let mut freq = [0u32; 256];
+    let mut br = BitReader::new(&input[3..]);
+    let mut sum = 0u32;
+    for f in freq.iter_mut().take(nsym - 1) {
+        let v = br.eg(k)?;
+        sum = sum
+            .checked_add(v)
+            .filter(|&s| s < m)
+            .ok_or(CodecError::Corrupt("rANS table sum"))?;
+        *f = v;
+    }
+    // sum < m, so the implied last frequency is >= 1.
+    freq[nsym - 1] = m - sum;
+    let mut ent = vec![0u32; m as usize];
+    let mut sym = vec![0u8; m as usize];
+    let mut cum = 0usize;
+    for (s, &f) in freq.iter().enumerate().take(nsym) {
+        let f = f as usize;
+        for j in 0..f {
+            ent[cum + j] = ((f as u32) << 16) | j as u32;
+            sym[cum + j] = s as u8;
+        }
+        cum += f;
+    }
+    Ok((DecTable { scale, ent, sym }, 3 + br.consumed()))
+}
+
+#[inline(always)]
+fn rd_u32(b: &[u8], at: usize) -> Result<u32, CodecError> {
+    let s = b
+        .get(at..at + 4)
+        .ok_or(CodecError::Truncated("rANS header"))?;
+    Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Decode exactly `out.len()` symbols; returns the bytes of `input` consumed.
+pub fn decode_symbols(input: &[u8], out: &mut [u8]) -> Result<usize, CodecError> {
+    let n = out.len();
+    let (&mode, rest) = input
+        .split_first()
+        .ok_or(CodecError::Truncated("entropy mode"))?;
+    match mode {
+        MODE_RAW => {
+            let src = rest.get(..n).ok_or(CodecError::Truncated("raw symbols"))?;
+            out.copy_from_slice(src);
+            Ok(1 + n)
+        }
+        MODE_CONST => {
+            let &s = rest
+                .first()
+                .ok_or(CodecError::Truncated("constant symbol"))?;
+            out.fill(s);
+            Ok(2)
+        }
+        MODE_RANS => {
+            let (t, tlen) = read_table(rest)?;
+            let mut p = tlen;
+            let nwords = rd_u32(rest, p)? as usize;
+            p += 4;
+            let mut x = [0u32; LANES];
+            for lane in x.iter_mut() {
+                *lane = rd_u32(rest, p)?;
+                if *lane < L {
+                    return Err(CodecError::Corrupt("rANS state below L"));
+                }
+                p += 4;
+            }
+            let wbytes = nwords
+                .checked_mul(2)
+                .ok_or(CodecError::Corrupt("rANS word count"))?;
+            let words = rest
+                .get(
+                    p..p.checked_add(wbytes)
+                        .ok_or(CodecError::Corrupt("rANS word count"))?,
+                )
+                .ok_or(CodecError::Truncated("rANS words"))?;
+            let used = decode_rans(&t, &mut x, words, out)?;
+            if used != nwords || x.iter().any(|&s| s != L) {
+                return Err(CodecError::Corrupt("rANS final state"));
+            }
+            Ok(1 + p + wbytes)
+        }
+        _ => Err(CodecError::Corrupt("unknown entropy mode")),
+    }
+}
+
+/// The hot loop. Returns the number of words read.
+fn decode_rans(
+    t: &DecTable,
+    x: &mut [u32; LANES],
+    words: &[u8],
+    out: &mut [u8],
+) -> Result<usize, CodecError> {
+    let scale = t.scale;
+    let mask = (1u32 << scale) - 1;
+    let ent = &t.ent[..];
+    let sym = &t.sym[..];
+    let n = out.len();
+    let nwords = words.len() / 2;
+    let mut pos = 0usize; // in words
+    let mut i = 0usize;
+    // Fast path: a group of LANES symbols reads at most LANES words, so whole groups run
+    // without per-word end checks while that many words remain.
+    while i + LANES <= n && pos + LANES <= nwords {
+        let g = &mut out[i..i + LANES];
+        let w = &words[2 * pos..2 * pos + 2 * LANES];
+        let mut k = 0usize;
+        for (lane, o) in x.iter_mut().zip(g.iter_mut()) {
+            let slot = (*lane & mask) as usize;
+            let e = ent[slot];
+            *o = sym[slot];
+            let mut v = (e >> 16) * (*lane >> scale) + (e & 0xffff);
+            let kk = k & (LANES - 1);
+            let word = u16::from_le_bytes([w[2 * kk], w[2 * kk + 1]]) as u32;
+            let need = v < L;
+            if need {
+                v = (v << 16) | word;
+            }
+            k += need as usize;
+            *lane = v;
+        }
+        pos += k;
+        i += LANES;
+    }
+    // Checked path for the end of the stream.
+    while i < n {
+        let lane = &mut x[i % LANES];
+        let slot = (*lane & mask) as usize;
+        let e = ent[slot];
+        out[i] = sym[slot];
+        let mut v = (e >> 16) * (*lane >> scale) + (e & 0xffff);
+        if v < L {
+            let w = words
+                .get(2 * pos..2 * pos + 2)
+                .ok_or(CodecError::Truncated("rANS words"))?;
+            v = (v << 16) | u16::from_le_bytes([w[0], w[1]]) as u32;
+            pos += 1;
+        }
+        *lane = v;
+        i += 1;
+    }
+    Ok(pos)
+}
