@@ -111,50 +111,58 @@ fn top16(input: &[u8], es: usize, i: usize) -> u16 {
 fn encode_split(lay: Layout, es: usize, n: usize, input: &[u8], out: &mut Vec<u8>) {
     let mb = lay.mb;
     let emask = (1u32 << lay.eb) - 1;
-    // Histogram of (exponent, top KB mantissa bits).
+    // Histogram of (exponent, sign, top KB mantissa bits).
     let kb = mb.min(7);
-    let mut h2 = vec![0u32; 256 << kb];
+    let mut h2 = vec![0u32; 512 << kb];
     for i in 0..n {
         let u = top16(input, es, i) as u32;
         let e = (u >> mb) & emask;
         let mh = (u & ((1 << mb) - 1)) >> (mb - kb);
-        h2[((e << kb) | mh) as usize] += 1;
+        h2[((((e << 1) | (u >> 15)) << kb) | mh) as usize] += 1;
     }
     let mut rank = [0u8; 256];
     let mut exps = Vec::new();
     for e in 0..256usize {
-        if h2[e << kb..(e + 1) << kb].iter().any(|&c| c > 0) {
+        if h2[e << (kb + 1)..(e + 1) << (kb + 1)]
+            .iter()
+            .any(|&c| c > 0)
+        {
             rank[e] = exps.len() as u8;
             exps.push(e as u8);
         }
     }
     let ne = exps.len();
-    // Choose k minimising (estimated J stream + packed rest).
-    let mut best = (usize::MAX, 0u32, [0u32; 256]);
-    for k in 0..=kb {
-        if ne << k > 256 {
-            break;
-        }
-        let mut hj = [0u32; 256];
-        for (ri, &e) in exps.iter().enumerate() {
-            for mh in 0..(1usize << kb) {
-                let c = h2[((e as usize) << kb) | mh];
-                hj[(ri << k) | (mh >> (kb - k))] += c;
+    // Choose k and whether the sign goes into J, minimising (estimated J stream + packed rest).
+    let mut best = (usize::MAX, 0u32, 0u32, [0u32; 256]);
+    for sj in 0..2u32 {
+        for k in 0..=kb {
+            if ne << (k + sj) > 256 {
+                break;
+            }
+            let mut hj = [0u32; 256];
+            for (ri, &e) in exps.iter().enumerate() {
+                for sign in 0..2usize {
+                    for mh in 0..(1usize << kb) {
+                        let c = h2[((((e as usize) << 1) | sign) << kb) | mh];
+                        let jr = (ri << sj) | (sign & sj as usize);
+                        hj[(jr << k) | (mh >> (kb - k))] += c;
+                    }
+                }
+            }
+            let r = mb - k + (1 - sj);
+            let cost = estimate_cost(&hj) + (n * r as usize).div_ceil(8);
+            if cost < best.0 {
+                best = (cost, k, sj, hj);
             }
         }
-        let r = 1 + mb - k;
-        let cost = estimate_cost(&hj) + (n * r as usize).div_ceil(8);
-        if cost < best.0 {
-            best = (cost, k, hj);
-        }
     }
-    let (_, k, hj) = best;
-    let r = 1 + mb - k;
+    let (_, k, sj, hj) = best;
     let lo_bits = mb - k;
+    let r = lo_bits + (1 - sj);
     let lo_mask = (1u32 << lo_bits) - 1;
 
     out.push(MODE_SPLIT);
-    out.push(k as u8);
+    out.push((k | (sj << 7)) as u8);
     out.push((ne - 1) as u8);
     out.extend_from_slice(&exps);
 
@@ -166,8 +174,10 @@ fn encode_split(lay: Layout, es: usize, n: usize, input: &[u8], out: &mut Vec<u8
         let u = top16(input, es, i) as u32;
         let e = (u >> mb) & emask;
         let m = u & ((1 << mb) - 1);
-        *s = ((rank[e as usize] as u32) << k | (m >> lo_bits)) as u8;
-        let field = ((u >> 15) << lo_bits) | (m & lo_mask);
+        let sign = u >> 15;
+        let jr = ((rank[e as usize] as u32) << sj) | (sign & sj);
+        *s = ((jr << k) | (m >> lo_bits)) as u8;
+        let field = ((sign & (1 - sj)) << lo_bits) | (m & lo_mask);
         acc |= (field as u64) << nacc;
         nacc += r;
         while nacc >= 8 {
@@ -271,6 +281,7 @@ fn put_value(o: &mut [u8], pt: u32, f: u32, lo_bits: u32, lo: [u8; 2]) {
 #[allow(clippy::too_many_arguments)]
 fn combine_slow<'a>(
     r: u32,
+    lo_bits: u32,
     start: usize,
     syms: &[u8],
     packed: &[u8],
@@ -288,7 +299,7 @@ fn combine_slow<'a>(
         } else {
             [p0[i], p1[i]]
         };
-        put_value(o, pt, field_at(packed, r, i), r - 1, lo);
+        put_value(o, pt, field_at(packed, r, i), lo_bits, lo);
     }
     bad
 }
@@ -297,7 +308,7 @@ fn combine_slow<'a>(
 /// and split with constant shifts. Handles the whole groups whose 8-byte read stays inside
 /// `packed` and returns (values done, OR of all patterns used: BAD bit = bad symbol).
 /// `ES` is the element size (2: the top 16 bits are the value; 4: two low planes follow).
-fn combine<const R: u32, const ES: usize>(
+fn combine<const R: u32, const SR: u32, const ES: usize>(
     syms: &[u8],
     packed: &[u8],
     pat: &[u32; 256],
@@ -307,14 +318,21 @@ fn combine<const R: u32, const ES: usize>(
 ) -> (usize, u32) {
     let n = syms.len();
     let rmask = (1u64 << R) - 1;
-    let lo_bits = R - 1;
+    let lo_bits = R - SR;
     let lo_mask = (1u32 << lo_bits) - 1;
     let mut bad = 0;
-    let groups =
-        (n / 8).min(packed.len().saturating_sub(8) / R as usize + usize::from(packed.len() >= 8));
+    let groups = if R == 0 {
+        n / 8
+    } else {
+        (n / 8).min(packed.len().saturating_sub(8) / R as usize + usize::from(packed.len() >= 8))
+    };
     for g in 0..groups {
         let at = g * R as usize;
-        let w = u64::from_le_bytes(packed[at..at + 8].try_into().unwrap());
+        let w = if R == 0 {
+            0
+        } else {
+            u64::from_le_bytes(packed[at..at + 8].try_into().unwrap())
+        };
         let s: &[u8; 8] = syms[g * 8..g * 8 + 8].try_into().unwrap();
         let o: &mut [u8] = &mut out[g * 8 * ES..(g + 1) * 8 * ES];
         let mut u = [0u32; 8];
@@ -354,9 +372,10 @@ fn decode_split(
 ) -> Result<usize, CodecError> {
     let mb = lay.mb;
     let hdr = body.get(..2).ok_or(CodecError::Truncated("split header"))?;
-    let k = hdr[0] as u32;
+    let k = (hdr[0] & 0x7f) as u32;
+    let sj = (hdr[0] >> 7) as u32;
     let ne = hdr[1] as usize + 1;
-    if k > mb.min(7) || ne << k > 256 {
+    if k > mb.min(7) || ne << (k + sj) > 256 {
         return Err(CodecError::Corrupt("split parameters"));
     }
     let exps = body
@@ -366,10 +385,13 @@ fn decode_split(
         return Err(CodecError::Corrupt("exponent list"));
     }
     let lo_bits = mb - k;
-    let r = 1 + lo_bits;
+    let r = lo_bits + (1 - sj);
     let mut pat = [BAD; 256];
-    for (j, p) in pat.iter_mut().enumerate().take(ne << k) {
-        *p = ((exps[j >> k] as u32) << mb) | (((j as u32) & ((1 << k) - 1)) << lo_bits);
+    for (j, p) in pat.iter_mut().enumerate().take(ne << (k + sj)) {
+        let sign = ((j >> k) as u32) & sj;
+        *p = ((exps[j >> (k + sj)] as u32) << mb)
+            | (sign << 15)
+            | (((j as u32) & ((1 << k) - 1)) << lo_bits);
     }
     let mut p = 2 + ne;
     let mut syms = vec![0u8; n];
@@ -389,27 +411,36 @@ fn decode_split(
     let (p0, p1) = planes.split_at(if lay.low_planes == 2 { n } else { 0 });
     let outv = &mut out[..n * es];
     macro_rules! fast {
-        ($r:literal) => {
+        ($r:literal, $sr:literal) => {
             if es == 2 {
-                combine::<$r, 2>(&syms, packed_src, &pat, p0, p1, outv)
+                combine::<$r, $sr, 2>(&syms, packed_src, &pat, p0, p1, outv)
             } else {
-                combine::<$r, 4>(&syms, packed_src, &pat, p0, p1, outv)
+                combine::<$r, $sr, 4>(&syms, packed_src, &pat, p0, p1, outv)
             }
         };
     }
-    let (done, bad_fast) = match r {
-        1 => fast!(1),
-        2 => fast!(2),
-        3 => fast!(3),
-        4 => fast!(4),
-        5 => fast!(5),
-        6 => fast!(6),
-        7 => fast!(7),
-        8 => fast!(8),
+    let (done, bad_fast) = match (r, 1 - sj) {
+        (0, 0) => fast!(0, 0),
+        (1, 0) => fast!(1, 0),
+        (2, 0) => fast!(2, 0),
+        (3, 0) => fast!(3, 0),
+        (4, 0) => fast!(4, 0),
+        (5, 0) => fast!(5, 0),
+        (6, 0) => fast!(6, 0),
+        (7, 0) => fast!(7, 0),
+        (8, 0) => fast!(8, 0),
+        (1, 1) => fast!(1, 1),
+        (2, 1) => fast!(2, 1),
+        (3, 1) => fast!(3, 1),
+        (4, 1) => fast!(4, 1),
+        (5, 1) => fast!(5, 1),
+        (6, 1) => fast!(6, 1),
+        (7, 1) => fast!(7, 1),
+        (8, 1) => fast!(8, 1),
         _ => (0, 0),
     };
     let vals = outv[done * es..].chunks_exact_mut(es);
-    let bad = bad_fast | combine_slow(r, done, &syms, packed_src, &pat, p0, p1, vals);
+    let bad = bad_fast | combine_slow(r, lo_bits, done, &syms, packed_src, &pat, p0, p1, vals);
     if bad & BAD != 0 {
         return Err(CodecError::Corrupt("symbol outside declared alphabet"));
     }
@@ -421,6 +452,8 @@ fn decode_split(
 mod tests {
     use super::*;
     use crate::codec::{Codec, roundtrip};
+    use half::{bf16, f16};
+    use proptest::prelude::*;
 
     const KINDS: [FloatKind; 4] = [
         FloatKind::Bf16,
@@ -429,13 +462,236 @@ mod tests {
         FloatKind::F64,
     ];
 
+    fn rt(k: FloatKind, v: &[u8]) -> usize {
+        roundtrip(Codec::Float(k), v).unwrap_or_else(|e| panic!("{k:?} len {}: {e}", v.len()))
+    }
+
+    /// Values of every kind from f64s, little-endian, as safetensors stores them.
+    fn to_bytes(k: FloatKind, xs: &[f64]) -> Vec<u8> {
+        match k {
+            FloatKind::Bf16 => xs
+                .iter()
+                .flat_map(|&x| bf16::from_f64(x).to_le_bytes())
+                .collect(),
+            FloatKind::F16 => xs
+                .iter()
+                .flat_map(|&x| f16::from_f64(x).to_le_bytes())
+                .collect(),
+            FloatKind::F32 => xs.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+            FloatKind::F64 => xs.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+        }
+    }
+
+    fn specials() -> Vec<f64> {
+        vec![
+            0.0,
+            -0.0,
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            1e-40, // f32 denormal
+            -1e-42,
+            6e-8,   // f16 denormal
+            1e-310, // f64 denormal
+            f64::MAX,
+            f64::MIN,
+            65504.0,
+            1.0,
+            -1.0,
+        ]
+    }
+
     #[test]
     fn empty_and_tiny() {
         for k in KINDS {
-            for len in 0..20 {
+            for len in 0..40 {
                 let v: Vec<u8> = (0..len).map(|i| (i * 37 + 5) as u8).collect();
-                roundtrip(Codec::Float(k), &v).unwrap();
+                assert!(rt(k, &v) <= len + 1);
             }
+        }
+    }
+
+    #[test]
+    fn constant_inputs_compress() {
+        for k in KINDS {
+            // F16 keeps 3 of its 10 mantissa bits outside J (J holds at most 7).
+            let limit = |len: usize| if k == FloatKind::F16 { len / 5 } else { 400 };
+            for b in [0u8, 0x3f, 0xff] {
+                let v = vec![b; 100_003];
+                assert!(rt(k, &v) < limit(v.len()), "{k:?}");
+            }
+            let v = to_bytes(k, &vec![0.5; 50_000]);
+            assert!(rt(k, &v) < limit(v.len()), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn gaussian_all_kinds_and_odd_lengths() {
+        let xs: Vec<f64> = super::bench::gaussian(70_000, 3)
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        for k in KINDS {
+            let v = to_bytes(k, &xs);
+            let stored = rt(k, &v);
+            if k != FloatKind::F64 {
+                assert!(stored < v.len() * 9 / 10, "{k:?} {stored}/{}", v.len());
+            }
+            for cut in [1, 2, 3, 5, 7, 8, 9, 17, 1001] {
+                rt(k, &v[..v.len() - cut]);
+                rt(k, &v[cut..]);
+            }
+        }
+    }
+
+    #[test]
+    fn specials_mixed_in() {
+        let mut xs: Vec<f64> = super::bench::gaussian(20_000, 5)
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        for (i, s) in specials().into_iter().enumerate() {
+            for j in 0..50 {
+                xs[(i * 977 + j * 131) % 20_000] = s;
+            }
+        }
+        for k in KINDS {
+            rt(k, &to_bytes(k, &xs));
+            rt(k, &to_bytes(k, &specials()));
+        }
+    }
+
+    #[test]
+    fn all_256_byte_values_and_random_bytes() {
+        let all: Vec<u8> = (0..=255u8).cycle().take(256 * 301).collect();
+        let mut s = 99u64;
+        let rnd: Vec<u8> = (0..300_001)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (s >> 56) as u8
+            })
+            .collect();
+        for k in KINDS {
+            rt(k, &all);
+            // Incompressible input: at most one byte of overhead.
+            assert!(rt(k, &rnd) <= rnd.len() + 1);
+        }
+    }
+
+    #[test]
+    fn every_exponent_present() {
+        // 256 distinct exponents forces k = 0 with a full J alphabet.
+        let v: Vec<u8> = (0..65536u32)
+            .flat_map(|i| ((i * 40503) as u16).to_le_bytes())
+            .collect();
+        rt(FloatKind::Bf16, &v);
+        rt(FloatKind::F16, &v);
+        let w: Vec<u8> = (0..65536u32)
+            .flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes())
+            .collect();
+        rt(FloatKind::F32, &w);
+    }
+
+    /// Decoding a damaged stream must return (Ok or Err), never panic.
+    fn mangle_all(k: FloatKind, data: &[u8]) {
+        let mut enc = Vec::new();
+        encode(k, data, &mut enc);
+        let mut out = vec![0u8; data.len()];
+        for cut in 0..enc.len().min(300) {
+            let _ = decode(k, &enc[..cut], &mut out);
+        }
+        for cut in (0..enc.len()).step_by(enc.len() / 97 + 1) {
+            let _ = decode(k, &enc[..cut], &mut out);
+        }
+        let mut s = 1u64;
+        for _ in 0..400 {
+            let mut e = enc.clone();
+            for _ in 0..1 + (s % 3) {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let pos = (s >> 20) as usize % e.len();
+                e[pos] ^= 1 << ((s >> 60) & 7);
+            }
+            let _ = decode(k, &e, &mut out);
+            // Wrong output lengths too.
+            let mut short = vec![0u8; data.len() / 2];
+            let _ = decode(k, &e, &mut short);
+        }
+    }
+
+    #[test]
+    fn damaged_streams_never_panic() {
+        let xs: Vec<f64> = super::bench::gaussian(30_000, 11)
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        for k in KINDS {
+            mangle_all(k, &to_bytes(k, &xs));
+            let mut lowprec = to_bytes(k, &xs);
+            // Compressible low bytes: exercises coded planes.
+            for (i, b) in lowprec.iter_mut().enumerate() {
+                if i % k.elem_size() == 0 {
+                    *b &= 0xf0;
+                }
+            }
+            mangle_all(k, &lowprec);
+        }
+    }
+
+    #[test]
+    fn truncated_stream_is_an_error() {
+        let xs: Vec<f64> = super::bench::gaussian(10_000, 1)
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        for k in KINDS {
+            let v = to_bytes(k, &xs);
+            let mut enc = Vec::new();
+            encode(k, &v, &mut enc);
+            let mut out = vec![0u8; v.len()];
+            assert!(decode(k, &enc[..enc.len() - 1], &mut out).is_err());
+            assert!(decode(k, &[], &mut out).is_err());
+            let mut longer = enc.clone();
+            longer.push(0);
+            assert!(decode(k, &longer, &mut out).is_err(), "trailing garbage");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn prop_random_bytes(k in 0usize..4, v in proptest::collection::vec(any::<u8>(), 0..3000)) {
+            rt(KINDS[k], &v);
+        }
+
+        #[test]
+        fn prop_floats(k in 0usize..4, xs in proptest::collection::vec(
+            prop_oneof![
+                4 => (-1.0f64..1.0).prop_map(|x| x * x * x * 0.1),
+                1 => proptest::num::f64::ANY,
+                1 => proptest::sample::select(specials()),
+            ], 0..3000), tail in proptest::collection::vec(any::<u8>(), 0..8)) {
+            let mut v = to_bytes(KINDS[k], &xs);
+            v.extend_from_slice(&tail[..tail.len() % KINDS[k].elem_size()]);
+            rt(KINDS[k], &v);
+        }
+
+        #[test]
+        fn prop_few_symbols(k in 0usize..4, alphabet in proptest::collection::vec(any::<u8>(), 1..4),
+                            idx in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            let v: Vec<u8> = idx.iter().map(|&i| alphabet[i as usize % alphabet.len()]).collect();
+            rt(KINDS[k], &v);
+        }
+
+        #[test]
+        fn prop_decode_garbage(k in 0usize..4, v in proptest::collection::vec(any::<u8>(), 0..2000),
+                               len in 0usize..5000) {
+            let mut out = vec![0u8; len];
+            let _ = decode(KINDS[k], &v, &mut out);
         }
     }
 }
