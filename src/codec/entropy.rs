@@ -33,8 +33,10 @@
 //!   2 = rANS:
 //!       u8  scale           log2 of the frequency total M, 1..=MAX_SCALE
 //!       u8  nsym_minus_1    alphabet is 0..nsym
-//!       u8  eg_order        Exp-Golomb order k (0..=15) of the frequency table
-//!       table               bit-packed (LSB first) Exp-Golomb-k codes of freq[0..nsym-1];
+//!       u8  table_code      bits 0-3: Exp-Golomb order k; bit 4: delta mode (each value is
+//!                           zigzag(freq[s] - freq[s-1]), freq[-1] = 0); other bits 0
+//!       table               bit-packed (LSB first) Exp-Golomb-k codes of freq[0..nsym-1]
+//!                           (or of their deltas);
 //!                           freq[nsym-1] is implied (M - sum) and must be >= 1;
 //!                           padded to a whole byte
 //!       u32 nwords          number of 16-bit renormalisation words
@@ -149,14 +151,31 @@ fn eg_bits(v: u32, k: u32) -> u64 {
     (nb - k as u64 - 1) + 1 + (nb - 1)
 }
 
+/// Table flag (bit 4 of the order byte): frequencies are coded as zigzag differences from the
+/// previous symbol's (neighbouring J symbols have similar counts; saves ~30% of table bytes).
+const TABLE_DELTA: u32 = 16;
+
+/// Zigzag code of `freq[s] - freq[s-1]` (freq[-1] = 0).
+fn delta_code(freq: &[u32; 256], s: usize) -> u32 {
+    let prev = if s == 0 { 0 } else { freq[s - 1] as i64 };
+    let d = freq[s] as i64 - prev;
+    ((d << 1) ^ (d >> 63)) as u32
+}
+
 fn build_table(hist: &[u32; 256], total: u64, scale: u32) -> Table {
     let freq = normalize(hist, total, scale);
     let nsym = 256 - freq.iter().rev().take_while(|&&f| f == 0).count();
     let mut best = (u64::MAX, 0);
     for k in 0..=15u32 {
-        let bits: u64 = freq[..nsym - 1].iter().map(|&f| eg_bits(f, k)).sum();
-        if bits < best.0 {
-            best = (bits, k);
+        let plain: u64 = freq[..nsym - 1].iter().map(|&f| eg_bits(f, k)).sum();
+        if plain < best.0 {
+            best = (plain, k);
+        }
+        let delta: u64 = (0..nsym - 1)
+            .map(|s| eg_bits(delta_code(&freq, s), k))
+            .sum();
+        if delta < best.0 {
+            best = (delta, k | TABLE_DELTA);
         }
     }
     Table {
@@ -288,6 +307,9 @@ impl<'a> BitReader<'a> {
             }
         }
         let nb = zeros + k;
+        if nb > 31 {
+            return Err(CodecError::Corrupt("rANS table code too long"));
+        }
         let u = (1u64 << nb) | self.get(nb)? as u64;
         Ok((u - (1u64 << k)) as u32)
     }
@@ -326,7 +348,7 @@ pub fn encode_with_hist(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
     let Some((t, est)) = choose_table(hist) else {
         unreachable!("two or more symbols present")
     };
-    if est >= 1 + n {
+    if est > n {
         out.push(MODE_RAW);
         out.extend_from_slice(symbols);
         return;
@@ -338,16 +360,22 @@ pub fn encode_with_hist(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
     out.push(t.eg_order as u8);
     {
         let mut bw = BitWriter { out, acc: 0, n: 0 };
-        for &f in &t.freq[..t.nsym - 1] {
-            bw.eg(f, t.eg_order);
+        let k = t.eg_order & 15;
+        for s in 0..t.nsym - 1 {
+            let v = if t.eg_order & TABLE_DELTA != 0 {
+                delta_code(&t.freq, s)
+            } else {
+                t.freq[s]
+            };
+            bw.eg(v, k);
         }
         bw.finish();
     }
     let mut cum = [0u32; 256];
     let mut c = 0;
-    for s in 0..256 {
-        cum[s] = c;
-        c += t.freq[s];
+    for (cs, &f) in cum.iter_mut().zip(t.freq.iter()) {
+        *cs = c;
+        c += f;
     }
     // Encode backwards so the decoder runs forwards; words come out in reverse decoder order.
     let mut x = [L; LANES];
@@ -372,7 +400,7 @@ pub fn encode_with_hist(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
     for w in &words {
         out.extend_from_slice(&w.to_le_bytes());
     }
-    if out.len() - start >= 1 + n {
+    if out.len() - start > n {
         out.truncate(start);
         out.push(MODE_RAW);
         out.extend_from_slice(symbols);
@@ -395,19 +423,31 @@ fn read_table(input: &[u8]) -> Result<(DecTable, usize), CodecError> {
     let hdr = input.get(..3).ok_or(CodecError::Truncated("rANS header"))?;
     let scale = hdr[0] as u32;
     let nsym = hdr[1] as usize + 1;
-    let k = hdr[2] as u32;
+    let k = hdr[2] as u32 & 15;
+    let delta = hdr[2] as u32 & TABLE_DELTA != 0;
     if scale == 0 || scale > MAX_SCALE {
         return Err(CodecError::Corrupt("rANS scale out of range"));
     }
-    if k > 15 {
-        return Err(CodecError::Corrupt("rANS table order out of range"));
+    if hdr[2] as u32 & !(15 | TABLE_DELTA) != 0 {
+        return Err(CodecError::Corrupt("rANS table flags"));
     }
     let m = 1u32 << scale;
     let mut freq = [0u32; 256];
     let mut br = BitReader::new(&input[3..]);
     let mut sum = 0u32;
+    let mut prev = 0i64;
     for f in freq.iter_mut().take(nsym - 1) {
-        let v = br.eg(k)?;
+        let mut v = br.eg(k)?;
+        if delta {
+            // v < 2^31 (br.eg caps the code length), so none of this can overflow i64.
+            let d = (v >> 1) as i64 ^ -((v & 1) as i64);
+            let f = prev + d;
+            if !(0..=m as i64).contains(&f) {
+                return Err(CodecError::Corrupt("rANS table delta"));
+            }
+            v = f as u32;
+            prev = f;
+        }
         sum = sum
             .checked_add(v)
             .filter(|&s| s < m)
