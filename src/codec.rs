@@ -9,6 +9,7 @@
 //! - `decode` gets the exact decoded length from the index and must fill `out` completely or fail;
 //!   hostile input yields `CodecError`, never a panic, never an out-of-bounds access.
 
+pub mod entropy;
 pub mod float;
 pub mod quant;
 pub mod raw;
