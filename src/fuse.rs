@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
 use crate::vfs::{Attr, Kind, Vfs, VfsError};
@@ -61,8 +61,15 @@ pub fn check_option(o: &str) -> Result<Option<String>, String> {
         "ro" | "allow_other" | "allow_root" => Ok(None),
         "rw" => Err("the mount is read-only; `rw` is not supported".into()),
         "auto_unmount" => Err("auto_unmount needs fusermount; use `umount` or SIGTERM".into()),
-        "nosuid" | "nodev" | "noexec" | "noatime" | "default_permissions" | "suid" | "dev"
-        | "exec" | "atime" => Ok(Some(o.to_string())),
+        "nosuid"
+        | "nodev"
+        | "noexec"
+        | "noatime"
+        | "default_permissions"
+        | "suid"
+        | "dev"
+        | "exec"
+        | "atime" => Ok(Some(o.to_string())),
         _ if o.starts_with("fsname=") || o.starts_with("subtype=") => Ok(Some(o.to_string())),
         _ => Err(format!("unsupported mount option {o:?}")),
     }

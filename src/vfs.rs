@@ -170,8 +170,13 @@ const NAME_MAX: u32 = 255;
 #[derive(Debug)]
 enum NodeKind {
     /// Children sorted by name (binary search for lookup, stable order for readdir).
-    Dir { children: Vec<(String, u64)> },
-    File { archive: usize, file: usize },
+    Dir {
+        children: Vec<(String, u64)>,
+    },
+    File {
+        archive: usize,
+        file: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -516,7 +521,10 @@ impl Vfs {
             .into_iter()
             .chain(children.iter().map(|(name, c)| (name.as_str(), *c)));
         let mut out = Vec::new();
-        for (i, (name, c)) in all.enumerate().skip(usize::try_from(offset).unwrap_or(usize::MAX)) {
+        for (i, (name, c)) in all
+            .enumerate()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        {
             let kind = match self.node(c)?.kind {
                 NodeKind::Dir { .. } => Kind::Dir,
                 NodeKind::File { .. } => Kind::File,
@@ -600,7 +608,9 @@ impl Vfs {
     /// with a handle of another open of the same file); it just gets no read-ahead.
     pub fn read(&self, ino: u64, fh: u64, offset: u64, len: u32) -> Result<Vec<u8>, VfsError> {
         let (m, file, size) = self.file_of(ino)?;
-        let end = offset.saturating_add(u64::from(len.min(MAX_READ))).min(size);
+        let end = offset
+            .saturating_add(u64::from(len.min(MAX_READ)))
+            .min(size);
         if self.readahead > 0 && offset < end {
             let window = {
                 let mut hs = self.lock_handles();
@@ -675,7 +685,9 @@ impl Vfs {
     /// logged once here.
     pub fn read_at(&self, ino: u64, offset: u64, len: u32) -> Result<Vec<u8>, VfsError> {
         let (m, file, size) = self.file_of(ino)?;
-        let end = offset.saturating_add(u64::from(len.min(MAX_READ))).min(size);
+        let end = offset
+            .saturating_add(u64::from(len.min(MAX_READ)))
+            .min(size);
         if offset >= end {
             return Ok(Vec::new());
         }
@@ -787,7 +799,11 @@ impl TreeBuilder {
         self.nodes.push(node);
         self.index.insert(path.to_string(), ino);
         let name = split_parent(path).1.to_string();
-        match self.nodes.get_mut((parent - 1) as usize).map(|n| &mut n.kind) {
+        match self
+            .nodes
+            .get_mut((parent - 1) as usize)
+            .map(|n| &mut n.kind)
+        {
             Some(NodeKind::Dir { children }) => children.push((name, ino)),
             _ => {
                 return Err(VfsError::NameClash(format!(

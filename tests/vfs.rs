@@ -32,7 +32,11 @@ fn fixture(seed: u64, chunk_size: u32) -> Fixture {
     write_model(&model, SMALL, seed).unwrap();
     // A nested file and an empty file, to exercise synthesised directories and zero-size reads.
     std::fs::create_dir_all(model.join("sub/deeper")).unwrap();
-    std::fs::write(model.join("sub/deeper/notes.txt"), b"hello from a nested file\n").unwrap();
+    std::fs::write(
+        model.join("sub/deeper/notes.txt"),
+        b"hello from a nested file\n",
+    )
+    .unwrap();
     std::fs::write(model.join("empty.bin"), b"").unwrap();
     let archive = dir.path().join("model.upg");
     pack(
@@ -149,7 +153,10 @@ fn errors_map_to_errno() {
         v.lookup(file, OsStr::new("x")).unwrap_err().errno(),
         libc::ENOTDIR
     );
-    assert_eq!(v.read_at(ROOT_INO, 0, 10).unwrap_err().errno(), libc::EISDIR);
+    assert_eq!(
+        v.read_at(ROOT_INO, 0, 10).unwrap_err().errno(),
+        libc::EISDIR
+    );
     assert_eq!(v.open(file, true).unwrap_err().errno(), libc::EROFS);
     assert_eq!(v.open(ROOT_INO, false).unwrap_err().errno(), libc::EISDIR);
     assert_eq!(v.release(12345).unwrap_err().errno(), libc::EBADF);
@@ -195,13 +202,19 @@ fn several_archives_get_one_directory_each() {
     let v = Vfs::open_sources(&[dir.path().to_path_buf()], opts(1 << 20)).unwrap();
     assert_eq!(names(&v, ROOT_INO), [".", "..", "alpha", "beta"]);
     for (name, fx) in [("alpha", &f1), ("beta", &f2)] {
-        let a = v
-            .lookup_path(&format!("{name}/model.safetensors"))
-            .unwrap();
+        let a = v.lookup_path(&format!("{name}/model.safetensors")).unwrap();
         let got = v.read_at(a.ino, 0, u32::MAX).unwrap();
-        assert_eq!(got, std::fs::read(fx.model.join("model.safetensors")).unwrap());
-        let n = v.lookup_path(&format!("{name}/sub/deeper/notes.txt")).unwrap();
-        assert_eq!(v.read_at(n.ino, 0, 100).unwrap(), b"hello from a nested file\n");
+        assert_eq!(
+            got,
+            std::fs::read(fx.model.join("model.safetensors")).unwrap()
+        );
+        let n = v
+            .lookup_path(&format!("{name}/sub/deeper/notes.txt"))
+            .unwrap();
+        assert_eq!(
+            v.read_at(n.ino, 0, 100).unwrap(),
+            b"hello from a nested file\n"
+        );
     }
     // Archives listed one by one.
     let v2 = Vfs::open_sources(
@@ -244,7 +257,15 @@ fn statfs_reports_stored_size_read_only() {
 #[test]
 fn sequential_reads_prefetch_following_chunks() {
     let f = fixture(7, 4096);
-    let a = Arc::new(Archive::open_with(&f.archive, OpenOptions { cache_bytes: 1 << 20 }).unwrap());
+    let a = Arc::new(
+        Archive::open_with(
+            &f.archive,
+            OpenOptions {
+                cache_bytes: 1 << 20,
+            },
+        )
+        .unwrap(),
+    );
     let v = Vfs::from_archives(
         vec![(None, a.clone())],
         VfsOptions {
