@@ -1,6 +1,7 @@
 //! `upg demo`: the whole job on a built-in model — generate a small Llama-shaped model, pack it,
 //! read it back (through a real in-process FUSE mount when /dev/fuse is usable, through the
-//! library otherwise, with a note saying so), check every file's SHA-256 against the original, and print the summary.
+//! library otherwise, with a note saying so), check every file's SHA-256 against the original,
+//! and print the summary.
 
 use std::path::Path;
 
