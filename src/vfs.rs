@@ -51,11 +51,11 @@ pub enum VfsError {
         archive: PathBuf,
         file: String,
         offset: u64,
-        source: ArchiveError,
+        source: Box<ArchiveError>,
     },
     /// An archive could not be opened or listed at start-up.
     #[error("{0}")]
-    Open(ArchiveError),
+    Open(Box<ArchiveError>),
     /// A directory given as a source could not be listed.
     #[error("{path}: {msg}")]
     Io { path: PathBuf, msg: String },
@@ -313,7 +313,7 @@ impl Vfs {
         let mut archives = Vec::with_capacity(list.len());
         for (name, path) in list {
             let a = Archive::open_with(&path, OpenOptions { cache_bytes: per })
-                .map_err(VfsError::Open)?;
+                .map_err(|e| VfsError::Open(Box::new(e)))?;
             archives.push((name, Arc::new(a)));
         }
         Vfs::from_archives(archives, opts)
@@ -714,7 +714,7 @@ impl Vfs {
                     archive: m.archive.path().to_path_buf(),
                     file: fname,
                     offset: at,
-                    source: e.root().clone(),
+                    source: Box::new(e.root().clone()),
                 };
                 tracing::error!("read failed: {err}");
                 Err(err)

@@ -37,7 +37,7 @@ pub enum MountError {
     CacheSize(String),
     /// An archive (or source folder) could not be opened or laid out.
     #[error("{0}")]
-    Vfs(#[from] VfsError),
+    Vfs(Box<VfsError>),
     /// The kernel mount failed.
     #[error("mounting on {path}: {msg}")]
     Mount { path: PathBuf, msg: String },
@@ -225,12 +225,12 @@ fn run_inner(args: MountArgs) -> Result<(), MountError> {
     let cache = usize::try_from(cache).unwrap_or(usize::MAX);
     check_mountpoint(&args.mountpoint)?;
     // Open every archive now, before forking, so errors reach the terminal directly.
-    let list = vfs::expand_sources(&args.sources)?;
+    let list = vfs::expand_sources(&args.sources).map_err(|e| MountError::Vfs(Box::new(e)))?;
     let per = cache / list.len().max(1);
     let mut archives = Vec::with_capacity(list.len());
     for (name, path) in list {
         let a = Archive::open_with(&path, OpenOptions { cache_bytes: per })
-            .map_err(|e| MountError::Vfs(VfsError::Open(e)))?;
+            .map_err(|e| MountError::Vfs(Box::new(VfsError::Open(Box::new(e)))))?;
         archives.push((name, Arc::new(a)));
     }
     let fsname = format!(
@@ -392,7 +392,7 @@ fn serve(
         Ok(v) => Arc::new(v),
         Err(e) => {
             report(ready, &format!("{e}\n"));
-            return Err(e.into());
+            return Err(MountError::Vfs(Box::new(e)));
         }
     };
     let mut mounted = match fuse::mount(vfs, &args.mountpoint, cfg) {
