@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod demo;
 pub mod inspect;
+pub mod mount;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 

@@ -4,5 +4,7 @@ pub mod cache;
 pub mod cli;
 pub mod codec;
 pub mod format;
+pub mod fuse;
 pub mod st;
 pub mod synth;
+pub mod vfs;

@@ -1,0 +1,64 @@
+//! `upg-mount ARCHIVE... MOUNTPOINT`: serve archives as ordinary read-only files through FUSE.
+//! Thin: parse arguments, call `cli::mount::run`, exit with its code (0 ok, 2 error).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use upg::cli::mount::{MountArgs, run};
+
+#[derive(Parser)]
+#[command(
+    name = "upg-mount",
+    version,
+    about = "Mount .upg archives read-only: their files appear as ordinary files.",
+    long_about = "Mount one or several .upg archives (or a folder of them) read-only. A single archive \
+puts its files at the mountpoint's root; several archives (or a folder) get one sub-directory each, \
+named after the archive without `.upg`. Returns once the mount is up and keeps serving in the \
+background (-f: stay in the foreground). `umount MOUNTPOINT`, SIGINT or SIGTERM unmount it."
+)]
+struct Cli {
+    /// Archives (.upg files or folders of them), then the mountpoint (an empty directory).
+    #[arg(required = true, num_args = 2.., value_name = "ARCHIVE... MOUNTPOINT")]
+    paths: Vec<PathBuf>,
+    /// Stay in the foreground (do not daemonize).
+    #[arg(short, long)]
+    foreground: bool,
+    /// Decoded-chunk cache size over all archives: bytes or with K/M/G suffix (default:
+    /// min(1 GiB, MemAvailable/8), at least 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    cache_size: Option<String>,
+    /// Mount options, comma-separated: allow_other, allow_root, ro (always on), nosuid, nodev,
+    /// noexec, noatime, default_permissions, fsname=NAME, subtype=NAME.
+    #[arg(short = 'o', value_name = "OPTS")]
+    options: Vec<String>,
+    /// Append the daemon's log to this file (a daemon otherwise discards its log).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// FUSE worker threads (default: two per core, 4 to 16).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut paths = cli.paths;
+    let Some(mountpoint) = paths.pop() else {
+        eprintln!("upg-mount: need ARCHIVE... MOUNTPOINT");
+        return ExitCode::from(2);
+    };
+    let code = run(MountArgs {
+        sources: paths,
+        mountpoint,
+        foreground: cli.foreground,
+        cache_size: cli.cache_size,
+        options: cli.options,
+        log_file: cli.log_file,
+        verbose: cli.verbose,
+        threads: cli.threads,
+    });
+    ExitCode::from(u8::try_from(code).unwrap_or(2))
+}

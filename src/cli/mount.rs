@@ -1,0 +1,450 @@
+//! `upg-mount ARCHIVE... MOUNTPOINT`: check everything that can be checked before mounting (the
+//! mountpoint, every archive's index), then mount and serve.
+//!
+//! Daemon mode (the default) forks *before* any thread exists and before mounting; the child
+//! mounts and reports "ready" or the error through a pipe, so the parent returns to the shell only
+//! once the kernel mount is up (exit 0), or prints why it failed (exit 2). `-f` stays attached.
+//!
+//! Lifetime: `umount MOUNTPOINT` ends the session and the daemon exits 0. SIGINT, SIGTERM and
+//! SIGHUP are blocked in every thread and received by one thread with `sigwait`, which unmounts
+//! (lazily, if the mount is busy) so the daemon also ends with status 0.
+//!
+//! A stale mountpoint (daemon killed without unmounting: `stat` fails with ENOTCONN) is detached
+//! with `umount2(MNT_DETACH)` and mounted again, with a note on stderr.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::archive::{Archive, OpenOptions};
+use crate::fuse::{self, Access, MountConfig};
+use crate::vfs::{self, Vfs, VfsError, VfsOptions};
+
+/// Errors of `upg-mount` before and while mounting.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mountpoint is missing, not a directory, not empty, or otherwise unusable.
+    #[error("mountpoint {path}: {msg}")]
+    Mountpoint { path: PathBuf, msg: String },
+    /// A `-o` option is unknown or not supported.
+    #[error("option: {0}")]
+    Option(String),
+    /// `--cache-size` could not be parsed.
+    #[error("--cache-size: {0}")]
+    CacheSize(String),
+    /// An archive (or source folder) could not be opened or laid out.
+    #[error("{0}")]
+    Vfs(Box<VfsError>),
+    /// The kernel mount failed.
+    #[error("mounting on {path}: {msg}")]
+    Mount { path: PathBuf, msg: String },
+    /// The log file could not be opened.
+    #[error("log file {path}: {msg}")]
+    LogFile { path: PathBuf, msg: String },
+    /// Forking or talking to the daemon failed.
+    #[error("daemon: {0}")]
+    Daemon(String),
+}
+
+/// Parsed arguments (the binary fills this from clap).
+#[derive(Debug, Clone)]
+pub struct MountArgs {
+    pub sources: Vec<PathBuf>,
+    pub mountpoint: PathBuf,
+    pub foreground: bool,
+    pub cache_size: Option<String>,
+    pub options: Vec<String>,
+    pub log_file: Option<PathBuf>,
+    pub verbose: u8,
+    /// FUSE worker threads (0: default).
+    pub threads: usize,
+}
+
+/// Upper bound of the default cache: 1 GiB of decoded chunks (4096 chunks of 256 KiB) is far more
+/// than concurrent readers need to stream, and the kernel page cache holds the served bytes
+/// anyway; the decoded-chunk cache only has to cover in-flight and read-ahead chunks plus random
+/// re-reads.
+const DEFAULT_CACHE_MAX: u64 = 1 << 30;
+/// Lower bound of the default cache: 64 MiB still holds 256 chunks, enough for read-ahead of a
+/// few streams, even on a machine with little memory available.
+const DEFAULT_CACHE_MIN: u64 = 64 << 20;
+/// Share of `MemAvailable` the default cache may take: 1/8 leaves the page cache (which holds the
+/// served files *and* the archive itself) the bulk of free memory.
+const DEFAULT_CACHE_SHARE: u64 = 8;
+
+/// Default cache: min(1 GiB, MemAvailable / 8), at least 64 MiB.
+pub fn default_cache_size() -> u64 {
+    let avail = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb.saturating_mul(1024));
+    match avail {
+        Some(a) => (a / DEFAULT_CACHE_SHARE).clamp(DEFAULT_CACHE_MIN, DEFAULT_CACHE_MAX),
+        None => DEFAULT_CACHE_MIN,
+    }
+}
+
+/// Parse "1048576", "512K", "512M", "1G", "1.5G", "2GiB" (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some(c @ ('k' | 'K' | 'm' | 'M' | 'g' | 'G' | 't' | 'T')) => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => 1 << 40,
+            };
+            (&t[..t.len() - 1], m)
+        }
+        _ => (t, 1),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("cannot parse {s:?} (examples: 268435456, 512M, 1G)"))?;
+    if !v.is_finite() || v < 0.0 || v * mult as f64 > u64::MAX as f64 / 2.0 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok((v * mult as f64) as u64)
+}
+
+/// FUSE worker threads by default: two per core, 4 to 16. A worker blocked on a chunk decode (or
+/// waiting for another thread's decode of the same chunk) should not stall lookups and reads of
+/// cached chunks, so there are more workers than cores; beyond 16 they only add contention.
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .saturating_mul(2)
+        .clamp(4, 16)
+}
+
+fn errno_of(e: &std::io::Error) -> Option<i32> {
+    e.raw_os_error()
+}
+
+fn cstring(p: &Path) -> Result<CString, MountError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| MountError::Mountpoint {
+        path: p.to_path_buf(),
+        msg: "path contains NUL".into(),
+    })
+}
+
+/// Check the mountpoint; detach a stale FUSE mount left by a killed daemon.
+pub fn check_mountpoint(mp: &Path) -> Result<(), MountError> {
+    let err = |msg: String| MountError::Mountpoint {
+        path: mp.to_path_buf(),
+        msg,
+    };
+    let meta = match std::fs::metadata(mp) {
+        Ok(m) => m,
+        Err(e) if errno_of(&e) == Some(libc::ENOTCONN) => {
+            eprintln!(
+                "upg-mount: {} is a stale FUSE mount (its daemon is gone: \"Transport endpoint is \
+                 not connected\"); detaching it (umount -l) and mounting again",
+                mp.display()
+            );
+            let c = cstring(mp)?;
+            // SAFETY: c is a valid NUL-terminated path; umount2 does not retain it.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(err(format!(
+                    "stale FUSE mount and detaching it failed ({e}); run `umount -l {}`",
+                    mp.display()
+                )));
+            }
+            std::fs::metadata(mp).map_err(|e| err(e.to_string()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(err(format!(
+                "does not exist (create it with `mkdir -p {}`)",
+                mp.display()
+            )));
+        }
+        Err(e) => return Err(err(e.to_string())),
+    };
+    if !meta.is_dir() {
+        return Err(err("not a directory".into()));
+    }
+    let mut rd = std::fs::read_dir(mp).map_err(|e| err(e.to_string()))?;
+    if rd.next().is_some() {
+        return Err(err(
+            "not empty (already mounted? `umount` it first, or pick an empty directory)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Run `upg-mount`; returns the exit code (0 ok, 2 error).
+pub fn run(args: MountArgs) -> i32 {
+    match run_inner(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("upg-mount: {e}");
+            2
+        }
+    }
+}
+
+fn run_inner(args: MountArgs) -> Result<(), MountError> {
+    let mut access = Access::Owner;
+    let mut options = Vec::new();
+    for o in args
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+    {
+        match o {
+            "allow_other" => access = Access::All,
+            "allow_root" if access == Access::Owner => access = Access::OwnerAndRoot,
+            _ => {
+                if let Some(k) = fuse::check_option(o).map_err(MountError::Option)? {
+                    options.push(k);
+                }
+            }
+        }
+    }
+    let cache = match &args.cache_size {
+        Some(s) => parse_size(s).map_err(MountError::CacheSize)?,
+        None => default_cache_size(),
+    };
+    let cache = usize::try_from(cache).unwrap_or(usize::MAX);
+    check_mountpoint(&args.mountpoint)?;
+    // Open every archive now, before forking, so errors reach the terminal directly.
+    let list = vfs::expand_sources(&args.sources).map_err(|e| MountError::Vfs(Box::new(e)))?;
+    let per = cache / list.len().max(1);
+    let mut archives = Vec::with_capacity(list.len());
+    for (name, path) in list {
+        let a = Archive::open_with(&path, OpenOptions { cache_bytes: per })
+            .map_err(|e| MountError::Vfs(Box::new(VfsError::Open(Box::new(e)))))?;
+        archives.push((name, Arc::new(a)));
+    }
+    let fsname = format!(
+        "upg:{}",
+        args.sources
+            .first()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    let cfg = MountConfig {
+        access,
+        options,
+        threads: if args.threads == 0 {
+            default_threads()
+        } else {
+            args.threads
+        },
+        fsname,
+    };
+    let ready = if args.foreground {
+        None
+    } else {
+        Some(daemonize()?)
+    };
+    // From here on we are the process that serves (daemon child or foreground).
+    let result = serve(&args, archives, cache, &cfg, ready);
+    if let Err(e) = &result {
+        tracing::error!("{e}");
+    }
+    result
+}
+
+/// Fork; the parent waits for the child's report and exits. Returns the write end of the pipe in
+/// the child.
+fn daemonize() -> Result<OwnedFd, MountError> {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(MountError::Daemon(
+            std::io::Error::last_os_error().to_string(),
+        ));
+    }
+    // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet (archives are opened, nothing spawned), so the child is
+    // a faithful copy of this single-threaded process.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(MountError::Daemon(
+            std::io::Error::last_os_error().to_string(),
+        ));
+    }
+    if pid > 0 {
+        drop(w);
+        let mut msg = String::new();
+        let _ = std::fs::File::from(r).read_to_string(&mut msg);
+        if msg.starts_with("ready") {
+            std::process::exit(0);
+        }
+        if msg.is_empty() {
+            msg = "daemon exited before the mount was ready".into();
+        }
+        eprintln!("upg-mount: {}", msg.trim_end());
+        std::process::exit(2);
+    }
+    drop(r);
+    // SAFETY: setsid has no memory-safety preconditions; it detaches from the terminal session.
+    unsafe { libc::setsid() };
+    Ok(w)
+}
+
+/// Tell the parent how mounting went; redirect stdio to /dev/null once mounted.
+fn report(ready: Option<OwnedFd>, msg: &str) {
+    if let Some(w) = ready {
+        let mut f = std::fs::File::from(w);
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; null stays open until replaced.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+fn init_logging(args: &MountArgs) -> Result<(), MountError> {
+    use tracing_subscriber::EnvFilter;
+    let level = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    // fuser's session warns when its own unmount-on-drop finds the mount already gone (after an
+    // external `umount`), which is the normal way to stop: keep that module at error level.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},fuser::session=error")));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    let r = match &args.log_file {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| MountError::LogFile {
+                    path: p.clone(),
+                    msg: e.to_string(),
+                })?;
+            b.with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .try_init()
+        }
+        None => b.with_writer(std::io::stderr).try_init(),
+    };
+    // Already initialised (in-process use): keep the existing subscriber.
+    let _ = r;
+    Ok(())
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it; pthread_sigmask only
+    // changes this thread's mask (inherited by threads spawned later).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn serve(
+    args: &MountArgs,
+    archives: Vec<(Option<String>, Arc<Archive>)>,
+    cache: usize,
+    cfg: &MountConfig,
+    ready: Option<OwnedFd>,
+) -> Result<(), MountError> {
+    // Before any thread exists, so every thread inherits the mask and only `sigwait` sees them.
+    let set = block_signals();
+    if let Err(e) = init_logging(args) {
+        report(ready, &format!("{e}\n"));
+        return Err(e);
+    }
+    let opts = VfsOptions {
+        cache_bytes: cache,
+        ..VfsOptions::default()
+    };
+    let vfs = match Vfs::from_archives(archives, opts) {
+        Ok(v) => Arc::new(v),
+        Err(e) => {
+            report(ready, &format!("{e}\n"));
+            return Err(MountError::Vfs(Box::new(e)));
+        }
+    };
+    let mut mounted = match fuse::mount(vfs, &args.mountpoint, cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            let e = MountError::Mount {
+                path: args.mountpoint.clone(),
+                msg: if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("{e} (is /dev/fuse present? `modprobe fuse`)")
+                } else {
+                    e.to_string()
+                },
+            };
+            report(ready, &format!("{e}\n"));
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        "mounted {} archive(s) on {} (cache {} bytes, {} FUSE threads)",
+        args.sources.len(),
+        args.mountpoint.display(),
+        cache,
+        cfg.threads
+    );
+    let daemon = ready.is_some();
+    report(ready, "ready\n");
+    if daemon {
+        detach_stdio();
+    }
+    let mut unmounter = mounted.unmounter();
+    let mp = args.mountpoint.clone();
+    std::thread::Builder::new()
+        .name("upg-signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: set is a valid, initialised signal set; sig is a valid out-pointer.
+            while unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                tracing::info!("signal {sig}: unmounting {}", mp.display());
+                if let Err(e) = unmounter.unmount() {
+                    tracing::warn!("unmount failed ({e}); detaching lazily");
+                    if let Ok(c) = CString::new(mp.as_os_str().as_bytes()) {
+                        // SAFETY: valid C string; umount2 does not retain it.
+                        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                    }
+                }
+            }
+        })
+        .map_err(|e| MountError::Daemon(e.to_string()))?;
+    mounted.run().map_err(|e| MountError::Mount {
+        path: args.mountpoint.clone(),
+        msg: e.to_string(),
+    })?;
+    tracing::info!("unmounted {}", args.mountpoint.display());
+    Ok(())
+}

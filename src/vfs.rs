@@ -1,0 +1,816 @@
+//! Pure filesystem model of one or several mounted archives. No FUSE types: `fuse.rs` is a thin
+//! adapter over this module, and nearly every test drives it directly without mounting.
+//!
+//! Design:
+//! - **Inodes** are indices into one immutable `Vec<Node>` built at start-up (`ino = index + 1`,
+//!   so the root is inode 1 as FUSE expects). Archives never change while mounted, so there is no
+//!   locking on the tree, inode numbers are stable, and `forget` needs no bookkeeping.
+//! - **Layout**: a single archive puts its files at the root; several archives (or a folder of
+//!   `.upg` files) get one sub-directory each, named after the archive without `.upg`. Paths
+//!   inside an archive may contain `/`; intermediate directories are synthesised.
+//! - **Attributes**: original size and permission bits with the write bits stripped (the mount
+//!   is read-only); owner is the mounting user; times are the archive file's mtime.
+//! - **Reads** go through [`Archive::read_at`], which decodes only the covering chunks through
+//!   the archive's byte-bounded chunk cache. Each open file handle tracks whether its reads are
+//!   sequential; once they are, the next chunks beyond the read are decoded on a small thread pool
+//!   (read-ahead), bounded so prefetched chunks cannot evict the ones being read.
+//! - **Errors**: one [`VfsError`] enum; [`VfsError::errno`] maps every variant to an errno in one
+//!   exhaustive match. A damaged chunk logs one `tracing::error!` naming the archive, the file
+//!   and the offset, and the read fails with `EIO`; other ranges and files keep working.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::archive::{Archive, ArchiveError, OpenOptions};
+
+/// Errors of the filesystem model. Each maps to one errno in [`VfsError::errno`].
+#[derive(Debug, thiserror::Error)]
+pub enum VfsError {
+    /// No entry with that name, or no such inode.
+    #[error("no such file or directory")]
+    NotFound,
+    /// A directory operation on a file.
+    #[error("not a directory")]
+    NotADirectory,
+    /// A file operation (open for reading data, read) on a directory.
+    #[error("is a directory")]
+    IsADirectory,
+    /// Any attempt to modify the mount (write, create, rename, setattr, ...).
+    #[error("read-only file system")]
+    ReadOnly,
+    /// A file handle that was never opened or is already released.
+    #[error("bad file handle {0}")]
+    BadHandle(u64),
+    /// Reading a stored file failed (damaged chunk, I/O error on the archive).
+    #[error("{archive}: {file} at offset {offset}: {source}")]
+    Read {
+        archive: PathBuf,
+        file: String,
+        offset: u64,
+        source: Box<ArchiveError>,
+    },
+    /// An archive could not be opened or listed at start-up.
+    #[error("{0}")]
+    Open(Box<ArchiveError>),
+    /// A directory given as a source could not be listed.
+    #[error("{path}: {msg}")]
+    Io { path: PathBuf, msg: String },
+    /// Two archives would get the same directory name, or a path is both a file and a directory.
+    #[error("name clash: {0}")]
+    NameClash(String),
+    /// The requested extended attribute does not exist (archives store none).
+    #[error("no such extended attribute")]
+    NoXattr,
+    /// Nothing to mount (no archives given, or a folder without `.upg` files).
+    #[error("no archives to mount: {0}")]
+    NoArchives(String),
+}
+
+impl VfsError {
+    /// The errno reported to the kernel. Exhaustive on purpose: a new variant forces a decision.
+    pub fn errno(&self) -> i32 {
+        match self {
+            VfsError::NotFound => libc::ENOENT,
+            VfsError::NotADirectory => libc::ENOTDIR,
+            VfsError::IsADirectory => libc::EISDIR,
+            VfsError::ReadOnly => libc::EROFS,
+            VfsError::BadHandle(_) => libc::EBADF,
+            VfsError::Read { .. } => libc::EIO,
+            VfsError::Open(_) => libc::EIO,
+            VfsError::Io { .. } => libc::EIO,
+            VfsError::NameClash(_) => libc::EEXIST,
+            VfsError::NoXattr => libc::ENODATA,
+            VfsError::NoArchives(_) => libc::ENOENT,
+        }
+    }
+}
+
+/// Inode number of the root directory (fixed by the FUSE protocol).
+pub const ROOT_INO: u64 = 1;
+
+/// Largest single read `read_at` serves. The kernel never asks for more than `max_pages` (256
+/// pages = 1 MiB) per request; the cap only stops a direct caller from allocating gigabytes for a
+/// huge `len`. Longer reads are short (callers loop, as with `read(2)`).
+pub const MAX_READ: u32 = 16 << 20;
+
+/// Read-ahead window in decoded bytes once a handle reads sequentially: 2 MiB is eight 256 KiB
+/// chunks, which keeps the decode pool several kernel requests (128 KiB each with the default
+/// `max_readahead`) ahead of a reader on a 2-core machine without spending much memory. It is
+/// further capped at a quarter of the cache budget so prefetched chunks never evict the chunks
+/// a reader is consuming.
+pub const DEFAULT_READAHEAD: u64 = 2 << 20;
+
+/// A read counts as sequential if it starts within this distance of where the handle's previous
+/// reads ended. Not exact equality: with several FUSE worker threads the kernel's readahead
+/// requests for one file arrive slightly out of order.
+const SEQ_SLACK: u64 = 1 << 20;
+
+/// Prefetch jobs queued or running at once, over all handles: keeps a burst of readers from
+/// queueing unbounded work (each job holds one decoded chunk at most).
+const MAX_PREFETCH_INFLIGHT: usize = 64;
+
+/// What kind of node an inode is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// Attributes of a node (what `stat` shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    /// 512-byte blocks: the original size, rounded up. Reporting the (smaller) stored size would
+    /// make `cp --sparse=auto` and friends think the file has holes.
+    pub blocks: u64,
+    /// Permission bits (no file-type bits), write bits stripped.
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+}
+
+/// One directory entry as returned by [`Vfs::readdir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    /// Offset to pass to `readdir` to continue after this entry.
+    pub next_offset: u64,
+    pub kind: Kind,
+    pub name: String,
+}
+
+/// Filesystem statistics (what `statfs`/`df` shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+/// Block size reported by `statfs` and `stat` (`st_blksize`): 128 KiB matches the kernel's FUSE
+/// readahead request size, so tools that size their reads by `st_blksize` ask in useful units.
+const BLOCK_SIZE: u32 = 128 << 10;
+
+/// Longest file name reported by `statfs` (the Linux `NAME_MAX`).
+const NAME_MAX: u32 = 255;
+
+#[derive(Debug)]
+enum NodeKind {
+    /// Children sorted by name (binary search for lookup, stable order for readdir).
+    Dir {
+        children: Vec<(String, u64)>,
+    },
+    File {
+        archive: usize,
+        file: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Node {
+    parent: u64,
+    kind: NodeKind,
+    size: u64,
+    perm: u16,
+    mtime: SystemTime,
+}
+
+struct Mounted {
+    archive: Arc<Archive>,
+}
+
+/// Per-open-file state for sequential detection.
+#[derive(Debug)]
+struct Handle {
+    ino: u64,
+    /// End of the furthest read so far.
+    next: u64,
+    /// Consecutive reads that started near `next`.
+    streak: u32,
+    /// Read-ahead has been requested up to this file offset.
+    prefetched_to: u64,
+}
+
+/// Options of a mounted tree.
+#[derive(Debug, Clone)]
+pub struct VfsOptions {
+    /// Decoded-chunk cache budget over all archives (split evenly between them).
+    pub cache_bytes: usize,
+    /// Read-ahead window in bytes (0 disables read-ahead).
+    pub readahead: u64,
+    /// Threads decoding read-ahead chunks (0: one per core).
+    pub prefetch_threads: usize,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for VfsOptions {
+    fn default() -> Self {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        VfsOptions {
+            cache_bytes: crate::archive::reader::DEFAULT_CACHE_BYTES,
+            readahead: DEFAULT_READAHEAD,
+            prefetch_threads: 0,
+            uid,
+            gid,
+        }
+    }
+}
+
+/// The mounted tree.
+pub struct Vfs {
+    archives: Vec<Mounted>,
+    nodes: Vec<Node>,
+    uid: u32,
+    gid: u32,
+    readahead: u64,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    pool: Option<rayon::ThreadPool>,
+    inflight: Arc<AtomicUsize>,
+    stored_bytes: u64,
+}
+
+impl std::fmt::Debug for Vfs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vfs")
+            .field("archives", &self.archives.len())
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+/// Expand the command-line sources into `(directory name or None, archive path)`: one archive
+/// file alone goes to the root; a folder contributes each `*.upg` inside it (sorted); anything
+/// else gets one sub-directory per archive.
+pub fn expand_sources(sources: &[PathBuf]) -> Result<Vec<(Option<String>, PathBuf)>, VfsError> {
+    let mut found = Vec::new();
+    for s in sources {
+        if s.is_dir() {
+            let rd = std::fs::read_dir(s).map_err(|e| VfsError::Io {
+                path: s.clone(),
+                msg: e.to_string(),
+            })?;
+            let mut inside: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension() == Some(OsStr::new("upg")) && p.is_file())
+                .collect();
+            if inside.is_empty() {
+                return Err(VfsError::NoArchives(format!(
+                    "{} contains no .upg files",
+                    s.display()
+                )));
+            }
+            inside.sort();
+            found.extend(inside.into_iter().map(|p| (true, p)));
+        } else {
+            found.push((false, s.clone()));
+        }
+    }
+    if found.is_empty() {
+        return Err(VfsError::NoArchives("no sources given".into()));
+    }
+    if found.len() == 1 && !found[0].0 {
+        return Ok(vec![(None, found.remove(0).1)]);
+    }
+    Ok(found
+        .into_iter()
+        .map(|(_, p)| (Some(archive_dir_name(&p)), p))
+        .collect())
+}
+
+/// Directory name for an archive: its file name without a trailing `.upg`.
+pub fn archive_dir_name(p: &Path) -> String {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    match name.strip_suffix(".upg") {
+        Some(stem) if !stem.is_empty() => stem.to_string(),
+        _ => name,
+    }
+}
+
+impl Vfs {
+    /// Open every source (see [`expand_sources`]) and build the tree.
+    pub fn open_sources(sources: &[PathBuf], opts: VfsOptions) -> Result<Vfs, VfsError> {
+        let list = expand_sources(sources)?;
+        let per = opts.cache_bytes / list.len().max(1);
+        let mut archives = Vec::with_capacity(list.len());
+        for (name, path) in list {
+            let a = Archive::open_with(&path, OpenOptions { cache_bytes: per })
+                .map_err(|e| VfsError::Open(Box::new(e)))?;
+            archives.push((name, Arc::new(a)));
+        }
+        Vfs::from_archives(archives, opts)
+    }
+
+    /// Build the tree from opened archives: `None` puts that archive's files at the root (only
+    /// valid for a single archive), `Some(name)` under a sub-directory `name`. The archives' own
+    /// cache budgets are used (`opts.cache_bytes` is ignored here).
+    pub fn from_archives(
+        list: Vec<(Option<String>, Arc<Archive>)>,
+        opts: VfsOptions,
+    ) -> Result<Vfs, VfsError> {
+        if list.is_empty() {
+            return Err(VfsError::NoArchives("no archives given".into()));
+        }
+        let root_mtime = list
+            .iter()
+            .filter_map(|(_, a)| mtime_of(a.path()))
+            .max()
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut b = TreeBuilder {
+            nodes: vec![Node {
+                parent: ROOT_INO,
+                kind: NodeKind::Dir {
+                    children: Vec::new(),
+                },
+                size: 0,
+                perm: 0o555,
+                mtime: root_mtime,
+            }],
+            index: HashMap::new(),
+        };
+        let mut archives = Vec::with_capacity(list.len());
+        let mut stored_bytes = 0u64;
+        let several = list.len() > 1;
+        for (ai, (name, a)) in list.into_iter().enumerate() {
+            let mtime = mtime_of(a.path()).unwrap_or(root_mtime);
+            let prefix = match name {
+                Some(n) => {
+                    if n.is_empty() || n.contains('/') || n == "." || n == ".." {
+                        return Err(VfsError::NameClash(format!(
+                            "invalid archive directory name {n:?}"
+                        )));
+                    }
+                    if b.index.contains_key(&n) {
+                        return Err(VfsError::NameClash(format!(
+                            "two archives would both be mounted as {n}/"
+                        )));
+                    }
+                    b.dir(&n, mtime)?;
+                    format!("{n}/")
+                }
+                None if several => {
+                    return Err(VfsError::NameClash(
+                        "several archives need one sub-directory each".into(),
+                    ));
+                }
+                None => String::new(),
+            };
+            for (fi, f) in a.files().iter().enumerate() {
+                let full = format!("{prefix}{}", f.path);
+                let (parent_path, _) = split_parent(&full);
+                let parent = match parent_path {
+                    Some(pp) => b.dir(pp, mtime)?,
+                    None => ROOT_INO,
+                };
+                b.add(
+                    parent,
+                    &full,
+                    Node {
+                        parent,
+                        kind: NodeKind::File {
+                            archive: ai,
+                            file: fi,
+                        },
+                        size: f.size,
+                        perm: (f.mode & 0o7555) as u16,
+                        mtime,
+                    },
+                )?;
+            }
+            stored_bytes = stored_bytes.saturating_add(a.archive_len());
+            archives.push(Mounted { archive: a });
+        }
+        let mut nodes = b.nodes;
+        for n in &mut nodes {
+            if let NodeKind::Dir { children } = &mut n.kind {
+                children.sort();
+            }
+        }
+        let threads = if opts.prefetch_threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        } else {
+            opts.prefetch_threads
+        };
+        let pool = if opts.readahead > 0 {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("upg-prefetch-{i}"))
+                .build()
+                .ok()
+        } else {
+            None
+        };
+        Ok(Vfs {
+            archives,
+            nodes,
+            uid: opts.uid,
+            gid: opts.gid,
+            readahead: opts.readahead,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            pool,
+            inflight: Arc::new(AtomicUsize::new(0)),
+            stored_bytes,
+        })
+    }
+
+    fn node(&self, ino: u64) -> Result<&Node, VfsError> {
+        ino.checked_sub(1)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.nodes.get(i))
+            .ok_or(VfsError::NotFound)
+    }
+
+    fn attr_of(&self, ino: u64, n: &Node) -> Attr {
+        let (kind, nlink) = match &n.kind {
+            NodeKind::Dir { children } => {
+                let subdirs = children
+                    .iter()
+                    .filter(|(_, c)| {
+                        self.node(*c)
+                            .is_ok_and(|c| matches!(c.kind, NodeKind::Dir { .. }))
+                    })
+                    .count();
+                (Kind::Dir, 2u32.saturating_add(subdirs as u32))
+            }
+            NodeKind::File { .. } => (Kind::File, 1),
+        };
+        Attr {
+            ino,
+            kind,
+            size: n.size,
+            blocks: n.size.div_ceil(512),
+            perm: n.perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: n.mtime,
+        }
+    }
+
+    /// Block size for `st_blksize`.
+    pub fn block_size(&self) -> u32 {
+        BLOCK_SIZE
+    }
+
+    /// Number of inodes (directories and files).
+    pub fn inode_count(&self) -> u64 {
+        self.nodes.len() as u64
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, VfsError> {
+        let n = self.node(ino)?;
+        Ok(self.attr_of(ino, n))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, VfsError> {
+        let NodeKind::Dir { children } = &self.node(parent)?.kind else {
+            return Err(VfsError::NotADirectory);
+        };
+        let name = name.to_str().ok_or(VfsError::NotFound)?;
+        let ino = match name {
+            "." => parent,
+            ".." => self.node(parent)?.parent,
+            _ => {
+                let i = children
+                    .binary_search_by(|(n, _)| n.as_str().cmp(name))
+                    .map_err(|_| VfsError::NotFound)?;
+                children[i].1
+            }
+        };
+        self.getattr(ino)
+    }
+
+    /// Look a '/'-separated path up from the root (for tests and tools).
+    pub fn lookup_path(&self, path: &str) -> Result<Attr, VfsError> {
+        let mut at = self.getattr(ROOT_INO)?;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            at = self.lookup(at.ino, OsStr::new(part))?;
+        }
+        Ok(at)
+    }
+
+    /// Entries of directory `ino` starting at `offset` (0: from the start, then each entry's
+    /// `next_offset`). Includes `.` and `..`.
+    pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, VfsError> {
+        let n = self.node(ino)?;
+        let NodeKind::Dir { children } = &n.kind else {
+            return Err(VfsError::NotADirectory);
+        };
+        let all = [(".", ino), ("..", n.parent)]
+            .into_iter()
+            .chain(children.iter().map(|(name, c)| (name.as_str(), *c)));
+        let mut out = Vec::new();
+        for (i, (name, c)) in all
+            .enumerate()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        {
+            let kind = match self.node(c)?.kind {
+                NodeKind::Dir { .. } => Kind::Dir,
+                NodeKind::File { .. } => Kind::File,
+            };
+            out.push(DirEntry {
+                ino: c,
+                next_offset: i as u64 + 1,
+                kind,
+                name: name.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Extended attribute `name` of `ino`: archives store none, so this is `NoXattr` for any
+    /// existing node (answering instead of ENOSYS spares the kernel's security-label probes).
+    pub fn getxattr(&self, ino: u64, _name: &OsStr) -> Result<Vec<u8>, VfsError> {
+        self.node(ino)?;
+        Err(VfsError::NoXattr)
+    }
+
+    /// Names of the extended attributes of `ino` (NUL-separated): always empty.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, VfsError> {
+        self.node(ino)?;
+        Ok(Vec::new())
+    }
+
+    /// Open a file for reading; returns a handle for [`Vfs::read`]. Opening for writing fails.
+    pub fn open(&self, ino: u64, write: bool) -> Result<u64, VfsError> {
+        let n = self.node(ino)?;
+        if write {
+            return Err(VfsError::ReadOnly);
+        }
+        if let NodeKind::Dir { .. } = n.kind {
+            return Err(VfsError::IsADirectory);
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.lock_handles().insert(
+            fh,
+            Handle {
+                ino,
+                next: 0,
+                streak: 0,
+                prefetched_to: 0,
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Forget a handle. Unknown handles are an error (reported, harmless).
+    pub fn release(&self, fh: u64) -> Result<(), VfsError> {
+        self.lock_handles()
+            .remove(&fh)
+            .map(|_| ())
+            .ok_or(VfsError::BadHandle(fh))
+    }
+
+    /// Open handles right now (for tests and statistics).
+    pub fn open_handles(&self) -> usize {
+        self.lock_handles().len()
+    }
+
+    fn lock_handles(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
+        // Handle state is advisory (read-ahead hints); a poisoned lock is still usable.
+        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn file_of(&self, ino: u64) -> Result<(&Mounted, usize, u64), VfsError> {
+        let n = self.node(ino)?;
+        match n.kind {
+            NodeKind::Dir { .. } => Err(VfsError::IsADirectory),
+            NodeKind::File { archive, file } => {
+                let m = self.archives.get(archive).ok_or(VfsError::NotFound)?;
+                Ok((m, file, n.size))
+            }
+        }
+    }
+
+    /// Read through an open handle: like [`Vfs::read_at`], and feeds the handle's sequential
+    /// detection, which starts read-ahead. An unknown handle still reads (the kernel may read
+    /// with a handle of another open of the same file); it just gets no read-ahead.
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, len: u32) -> Result<Vec<u8>, VfsError> {
+        let (m, file, size) = self.file_of(ino)?;
+        let end = offset
+            .saturating_add(u64::from(len.min(MAX_READ)))
+            .min(size);
+        if self.readahead > 0 && offset < end {
+            let window = {
+                let mut hs = self.lock_handles();
+                match hs.get_mut(&fh) {
+                    Some(h) if h.ino == ino => Self::advance(h, offset, end, self.readahead),
+                    _ => None,
+                }
+            };
+            if let Some((from, to)) = window {
+                self.prefetch(m, file, from, to);
+            }
+        }
+        self.read_at(ino, offset, len)
+    }
+
+    /// Update a handle with a read of `[offset, end)`; returns the range to prefetch, if any.
+    fn advance(h: &mut Handle, offset: u64, end: u64, readahead: u64) -> Option<(u64, u64)> {
+        let near = offset <= h.next.saturating_add(SEQ_SLACK)
+            && offset.saturating_add(SEQ_SLACK) >= h.next;
+        if near && (h.streak > 0 || offset == h.next) {
+            h.streak = h.streak.saturating_add(1);
+        } else {
+            h.streak = 0;
+            h.prefetched_to = 0;
+        }
+        h.next = h.next.max(end);
+        if !near {
+            h.next = end;
+        }
+        // Two sequential reads in a row (the first read at the start counts when offset == 0).
+        if h.streak < 1 {
+            return None;
+        }
+        let from = h.prefetched_to.max(end);
+        let to = end.saturating_add(readahead);
+        // Only top up when at least half the window is consumed: fewer, larger batches.
+        if from >= to || to - from < readahead / 2 {
+            return None;
+        }
+        h.prefetched_to = to;
+        Some((from, to))
+    }
+
+    fn prefetch(&self, m: &Mounted, file: usize, from: u64, to: u64) {
+        let Some(pool) = &self.pool else { return };
+        let a = &m.archive;
+        // Never prefetch more than a quarter of the cache: the rest holds what readers use now.
+        let cap = (a.cache().budget() / 4) as u64;
+        let to = to.min(from.saturating_add(cap));
+        let Ok(spans) = a.spans(file, from, to.saturating_sub(from)) else {
+            return;
+        };
+        for s in spans {
+            if a.cache().contains(s.chunk) {
+                continue;
+            }
+            if self.inflight.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH_INFLIGHT {
+                self.inflight.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            let (a, inflight, id) = (a.clone(), self.inflight.clone(), s.chunk);
+            pool.spawn(move || {
+                // Errors are not cached: the reader's own request decodes again and reports it.
+                let _ = a.chunk(id);
+                inflight.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+
+    /// Read up to `len` bytes of file `ino` at `offset` (clamped to the file size and to
+    /// [`MAX_READ`]; empty at or past EOF). A damaged range fails with [`VfsError::Read`],
+    /// logged once here.
+    pub fn read_at(&self, ino: u64, offset: u64, len: u32) -> Result<Vec<u8>, VfsError> {
+        let (m, file, size) = self.file_of(ino)?;
+        let end = offset
+            .saturating_add(u64::from(len.min(MAX_READ)))
+            .min(size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        // end - offset <= MAX_READ, fits in usize.
+        let mut buf = vec![0u8; (end - offset) as usize];
+        match m.archive.read_at(file, offset, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Err(e) => {
+                let (fname, at) = match &e {
+                    ArchiveError::Read { file, offset, .. } => (file.clone(), *offset),
+                    _ => (
+                        m.archive
+                            .files()
+                            .get(file)
+                            .map(|f| f.path.clone())
+                            .unwrap_or_default(),
+                        offset,
+                    ),
+                };
+                let err = VfsError::Read {
+                    archive: m.archive.path().to_path_buf(),
+                    file: fname,
+                    offset: at,
+                    source: Box::new(e.root().clone()),
+                };
+                tracing::error!("read failed: {err}");
+                Err(err)
+            }
+        }
+    }
+
+    /// Statistics for `statfs`: blocks are the stored (compressed) bytes of all archives, none
+    /// free (read-only).
+    pub fn statfs(&self) -> StatFs {
+        StatFs {
+            blocks: self.stored_bytes.div_ceil(u64::from(BLOCK_SIZE)),
+            bfree: 0,
+            bavail: 0,
+            files: self.nodes.len() as u64,
+            ffree: 0,
+            bsize: BLOCK_SIZE,
+            namelen: NAME_MAX,
+            frsize: BLOCK_SIZE,
+        }
+    }
+
+    /// The archives mounted (in inode-building order).
+    pub fn archives(&self) -> Vec<Arc<Archive>> {
+        self.archives.iter().map(|m| m.archive.clone()).collect()
+    }
+}
+
+fn mtime_of(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Split "a/b/c" into (Some("a/b"), "c").
+fn split_parent(p: &str) -> (Option<&str>, &str) {
+    match p.rfind('/') {
+        Some(i) => (Some(&p[..i]), &p[i + 1..]),
+        None => (None, p),
+    }
+}
+
+struct TreeBuilder {
+    nodes: Vec<Node>,
+    /// Full path -> inode, for every node but the root.
+    index: HashMap<String, u64>,
+}
+
+impl TreeBuilder {
+    /// The directory at `path`, created with its parents if missing.
+    fn dir(&mut self, path: &str, mtime: SystemTime) -> Result<u64, VfsError> {
+        if let Some(&ino) = self.index.get(path) {
+            return match self.nodes[(ino - 1) as usize].kind {
+                NodeKind::Dir { .. } => Ok(ino),
+                NodeKind::File { .. } => Err(VfsError::NameClash(format!(
+                    "{path} is both a file and a directory"
+                ))),
+            };
+        }
+        let parent = match split_parent(path).0 {
+            Some(pp) => self.dir(pp, mtime)?,
+            None => ROOT_INO,
+        };
+        self.add(
+            parent,
+            path,
+            Node {
+                parent,
+                kind: NodeKind::Dir {
+                    children: Vec::new(),
+                },
+                size: 0,
+                perm: 0o555,
+                mtime,
+            },
+        )
+    }
+
+    fn add(&mut self, parent: u64, path: &str, node: Node) -> Result<u64, VfsError> {
+        if self.index.contains_key(path) {
+            return Err(VfsError::NameClash(format!("{path} appears twice")));
+        }
+        let ino = self.nodes.len() as u64 + 1;
+        self.nodes.push(node);
+        self.index.insert(path.to_string(), ino);
+        let name = split_parent(path).1.to_string();
+        match self
+            .nodes
+            .get_mut((parent - 1) as usize)
+            .map(|n| &mut n.kind)
+        {
+            Some(NodeKind::Dir { children }) => children.push((name, ino)),
+            _ => {
+                return Err(VfsError::NameClash(format!(
+                    "parent of {path} is not a directory"
+                )));
+            }
+        }
+        Ok(ino)
+    }
+}
