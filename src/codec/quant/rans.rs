@@ -91,18 +91,17 @@ pub fn decode(input: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
     let k = input.get(..2).ok_or(t("rans table"))?;
     let k = usize::from(u16::from_le_bytes([k[0], k[1]]));
     let table = input.get(2..2 + 3 * k).ok_or(t("rans table"))?;
-    let mut freq = [0u32; 256];
-    let mut start = [0u32; 256];
+    // fs[s] = freq << 16 | start (both fit 16 bits: freq <= 2^14, start < 2^14).
+    let mut fs = [0u32; 256];
     let mut slot_sym = vec![0u8; TOTAL as usize];
     let mut acc = 0u32;
     for e in table.chunks_exact(3) {
         let s = usize::from(e[0]);
         let f = u32::from(u16::from_le_bytes([e[1], e[2]]));
-        if f == 0 || freq[s] != 0 || acc + f > TOTAL {
+        if f == 0 || fs[s] != 0 || acc + f > TOTAL {
             return Err(CodecError::Corrupt("rans frequency table"));
         }
-        freq[s] = f;
-        start[s] = acc;
+        fs[s] = f << 16 | acc;
         slot_sym[acc as usize..(acc + f) as usize].fill(s as u8);
         acc += f;
     }
@@ -115,30 +114,49 @@ pub fn decode(input: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
     if !w.len().is_multiple_of(2) || w.len() < 8 {
         return Err(t("rans words"));
     }
-    let word = |i: usize| u32::from(u16::from_le_bytes([w[2 * i], w[2 * i + 1]]));
     let nw = w.len() / 2;
-    let mut x = [word(0) << 16 | word(1), word(2) << 16 | word(3)];
-    let mut pos = 4;
-    if !out.is_empty() && x.iter().any(|&v| v < LOW) {
+    // Words, padded so that the branch-free refill below never indexes out of range; reading
+    // past the real words is caught by the final `pos == nw` check.
+    let mut words: Vec<u32> = w
+        .chunks_exact(2)
+        .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
+        .collect();
+    words.extend_from_slice(&[0, 0]);
+    let last = words.len() - 1;
+    let mut x0 = words[0] << 16 | words[1];
+    let mut x1 = words[2] << 16 | words[3];
+    let mut pos = 4usize;
+    if !out.is_empty() && (x0 < LOW || x1 < LOW) {
         return Err(CodecError::Corrupt("rans initial state"));
     }
     let mask = TOTAL - 1;
-    for pair in out.chunks_mut(2) {
-        for (o, st) in pair.iter_mut().zip(x.iter_mut()) {
-            let slot = *st & mask;
-            let s = slot_sym[slot as usize];
-            *o = s;
-            *st = freq[s as usize] * (*st >> PROB_BITS) + slot - start[s as usize];
-            if *st < LOW {
-                if pos >= nw {
-                    return Err(t("rans words"));
-                }
-                *st = (*st << 16) | word(pos);
-                pos += 1;
-            }
-        }
+    let step = |x: u32| -> (u8, u32) {
+        let slot = x & mask;
+        let s = slot_sym[slot as usize];
+        let e = fs[s as usize];
+        (s, (e >> 16) * (x >> PROB_BITS) + slot - (e & 0xffff))
+    };
+    let mut it = out.chunks_exact_mut(2);
+    for pair in &mut it {
+        let (s0, y0) = step(x0);
+        let (s1, y1) = step(x1);
+        pair[0] = s0;
+        pair[1] = s1;
+        let r0 = y0 < LOW;
+        x0 = if r0 { y0 << 16 | words[pos.min(last)] } else { y0 };
+        pos += usize::from(r0);
+        let r1 = y1 < LOW;
+        x1 = if r1 { y1 << 16 | words[pos.min(last)] } else { y1 };
+        pos += usize::from(r1);
     }
-    if x != [LOW, LOW] || pos != nw {
+    if let [o] = it.into_remainder() {
+        let (s0, y0) = step(x0);
+        *o = s0;
+        let r0 = y0 < LOW;
+        x0 = if r0 { y0 << 16 | words[pos.min(last)] } else { y0 };
+        pos += usize::from(r0);
+    }
+    if x0 != LOW || x1 != LOW || pos != nw {
         return Err(CodecError::Corrupt("rans stream does not end cleanly"));
     }
     Ok(())

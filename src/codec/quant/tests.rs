@@ -356,3 +356,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+#[ignore]
+fn bench_decode() {
+    let kind = FloatKind::Bf16;
+    let xs = to_bytes(kind, &gaussian(131_072, 5, 0.02));
+    let plan = TensorPlan::new(Preset::Q4, kind, &[512, 256], &xs).unwrap();
+    let mut s = Vec::new();
+    plan.encode_chunk(&xs, &mut s).unwrap();
+    let sym = &s[s.len() - 4 - 4 - 0..];
+    let _ = sym;
+    let mut out = vec![0u8; xs.len()];
+    let t = std::time::Instant::now();
+    for _ in 0..200 {
+        decode(kind, &s, &mut out).unwrap();
+    }
+    let dt = t.elapsed().as_secs_f64();
+    eprintln!("full decode {:.2} GiB/s", 200.0 * xs.len() as f64 / dt / (1u64 << 30) as f64);
+    let mut syms = vec![0u8; 131_072];
+    let mut r = Vec::new();
+    let raw: Vec<u8> = xs.chunks(2).map(|c| c[1]).collect();
+    rans::encode(&raw, &mut r);
+    let t = std::time::Instant::now();
+    for _ in 0..200 {
+        rans::decode(&r, &mut syms).unwrap();
+    }
+    let dt = t.elapsed().as_secs_f64();
+    eprintln!("rans only {:.1} Msym/s", 200.0 * 131_072.0 / dt / 1e6);
+}
