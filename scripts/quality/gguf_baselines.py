@@ -50,7 +50,7 @@ def main():
             y = dequantize(q, qt).reshape(x.shape)
             qbytes += q.nbytes
             qn += n
-            back = to_f32(from_f32(y, info["dtype"]), info["dtype"]).astype(np.float64)
+            back = to_f32(from_f32(y, info["dtype"]), info["dtype"]).astype(np.float64).reshape(x.shape)
             sig += float(np.sum(x.astype(np.float64) ** 2))
             err += float(np.sum((back - x) ** 2))
             out[base + s : base + e] = from_f32(y, info["dtype"])
