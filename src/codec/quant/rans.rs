@@ -1,18 +1,24 @@
-//! Minimal static order-0 rANS byte coder (two interleaved states, 14-bit probabilities,
+//! Minimal static order-0 rANS byte coder (four independent lanes, 14-bit probabilities,
 //! 16-bit renormalization), used for the quantizer's symbols until the tuned coder of
 //! `codec::entropy` lands. zstd was tried first: its LZ stage spends 0.1 to 0.6 bit per
 //! weight more than the order-0 entropy on the 2 to 4 bit symbol streams of q3/q4.
 //!
+//! Symbol i goes to lane i % 4; every lane has its own state and word stream, so the four
+//! decode dependency chains run in parallel (two states sharing one word stream decoded at
+//! only ~200 M symbols/s: the shared read position serialized them).
+//!
 //! Stream: u16 count of used symbols, then per used symbol u8 symbol + u16 frequency
-//! (frequencies sum to 2^14), then the rANS words (u16 LE): two 32-bit initial states, then
-//! renormalization words. Decoding checks that both states end at their initial value and
-//! every word was used, so most corruptions are detected.
+//! (frequencies sum to 2^14), then 4 x u32 lane word counts, then each lane's u16 LE words:
+//! its 32-bit initial state (high half first), then renormalization words. Decoding checks
+//! that every state ends at its initial value and every word was used, so most corruptions
+//! are detected.
 
 use crate::codec::CodecError;
 
 const PROB_BITS: u32 = 14;
 const TOTAL: u32 = 1 << PROB_BITS;
 const LOW: u32 = 1 << 16;
+const LANES: usize = 4;
 
 /// Frequencies summing to `TOTAL`, every used symbol at least 1.
 fn normalize(counts: &[u64; 256]) -> [u32; 256] {
@@ -64,25 +70,28 @@ pub fn encode(syms: &[u8], out: &mut Vec<u8>) {
         out.push(s as u8);
         out.extend_from_slice(&(freq[s] as u16).to_le_bytes());
     }
-    let mut words: Vec<u16> = Vec::with_capacity(syms.len() / 2 + 8);
-    let mut x = [LOW, LOW];
+    let mut words: [Vec<u16>; LANES] = Default::default();
+    let mut x = [LOW; LANES];
     for (i, &s) in syms.iter().enumerate().rev() {
-        let st = &mut x[i & 1];
+        let l = i % LANES;
+        let st = &mut x[l];
         let f = freq[s as usize];
-        let x_max = (f as u64) << (32 - PROB_BITS);
+        let x_max = u64::from(f) << (32 - PROB_BITS);
         while u64::from(*st) >= x_max {
-            words.push(*st as u16);
+            words[l].push(*st as u16);
             *st >>= 16;
         }
         *st = ((*st / f) << PROB_BITS) + (*st % f) + start[s as usize];
     }
-    for st in [x[1], x[0]] {
-        words.push(st as u16);
-        words.push((st >> 16) as u16);
+    for (w, st) in words.iter_mut().zip(x) {
+        w.push(st as u16);
+        w.push((st >> 16) as u16);
+        out.extend_from_slice(&(w.len() as u32).to_le_bytes());
     }
-    out.reserve(words.len() * 2);
-    for w in words.iter().rev() {
-        out.extend_from_slice(&w.to_le_bytes());
+    for w in &words {
+        for v in w.iter().rev() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
 }
 
@@ -91,54 +100,90 @@ pub fn decode(input: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
     let k = input.get(..2).ok_or(t("rans table"))?;
     let k = usize::from(u16::from_le_bytes([k[0], k[1]]));
     let table = input.get(2..2 + 3 * k).ok_or(t("rans table"))?;
-    let mut freq = [0u32; 256];
-    let mut start = [0u32; 256];
+    // fs[s] = freq << 16 | start (both fit 16 bits: freq <= 2^14, start < 2^14).
+    let mut fs = [0u32; 256];
     let mut slot_sym = vec![0u8; TOTAL as usize];
     let mut acc = 0u32;
     for e in table.chunks_exact(3) {
         let s = usize::from(e[0]);
         let f = u32::from(u16::from_le_bytes([e[1], e[2]]));
-        if f == 0 || freq[s] != 0 || acc + f > TOTAL {
+        if f == 0 || fs[s] != 0 || acc + f > TOTAL {
             return Err(CodecError::Corrupt("rans frequency table"));
         }
-        freq[s] = f;
-        start[s] = acc;
+        fs[s] = (f << 16) | acc;
         slot_sym[acc as usize..(acc + f) as usize].fill(s as u8);
         acc += f;
     }
-    if out.is_empty() && k == 0 {
-        // An empty stream still carries its two final states.
-    } else if acc != TOTAL {
+    if !(out.is_empty() && k == 0) && acc != TOTAL {
         return Err(CodecError::Corrupt("rans frequencies do not sum to 2^14"));
     }
-    let w = &input[2 + 3 * k..];
-    if !w.len().is_multiple_of(2) || w.len() < 8 {
-        return Err(t("rans words"));
+    let mut rest = &input[2 + 3 * k..];
+    let mut counts = [0usize; LANES];
+    for c in &mut counts {
+        let b = rest.get(..4).ok_or(t("rans lane counts"))?;
+        *c = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        rest = &rest[4..];
     }
-    let word = |i: usize| u32::from(u16::from_le_bytes([w[2 * i], w[2 * i + 1]]));
-    let nw = w.len() / 2;
-    let mut x = [word(0) << 16 | word(1), word(2) << 16 | word(3)];
-    let mut pos = 4;
+    // Per-lane words, padded so the branch-free refill never indexes out of range; reading
+    // past a lane's real words is caught by the final position check.
+    let mut words: [Vec<u32>; LANES] = Default::default();
+    let mut x = [0u32; LANES];
+    for l in 0..LANES {
+        if counts[l] < 2 {
+            return Err(CodecError::Corrupt("rans lane without state"));
+        }
+        let bytes = counts[l].checked_mul(2).ok_or(t("rans words"))?;
+        let b = rest.get(..bytes).ok_or(t("rans words"))?;
+        rest = &rest[bytes..];
+        let mut v: Vec<u32> = b
+            .chunks_exact(2)
+            .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
+            .collect();
+        x[l] = (v[0] << 16) | v[1];
+        v.extend_from_slice(&[0, 0]);
+        words[l] = v;
+    }
+    if !rest.is_empty() {
+        return Err(CodecError::Corrupt("trailing bytes after rans lanes"));
+    }
     if !out.is_empty() && x.iter().any(|&v| v < LOW) {
         return Err(CodecError::Corrupt("rans initial state"));
     }
+    let mut pos = [2usize; LANES];
+    let lim = counts.map(|c| c + 1);
     let mask = TOTAL - 1;
-    for pair in out.chunks_mut(2) {
-        for (o, st) in pair.iter_mut().zip(x.iter_mut()) {
-            let slot = *st & mask;
-            let s = slot_sym[slot as usize];
-            *o = s;
-            *st = freq[s as usize] * (*st >> PROB_BITS) + slot - start[s as usize];
-            if *st < LOW {
-                if pos >= nw {
-                    return Err(t("rans words"));
-                }
-                *st = (*st << 16) | word(pos);
-                pos += 1;
-            }
+    let step = |x: u32| -> (u8, u32) {
+        let slot = x & mask;
+        let s = slot_sym[slot as usize];
+        let e = fs[s as usize];
+        (s, (e >> 16) * (x >> PROB_BITS) + slot - (e & 0xffff))
+    };
+    let mut it = out.chunks_exact_mut(LANES);
+    for group in &mut it {
+        for l in 0..LANES {
+            let (s, y) = step(x[l]);
+            group[l] = s;
+            let r = y < LOW;
+            x[l] = if r {
+                (y << 16) | words[l][pos[l].min(lim[l])]
+            } else {
+                y
+            };
+            pos[l] += usize::from(r);
         }
     }
-    if x != [LOW, LOW] || pos != nw {
+    for (l, o) in it.into_remainder().iter_mut().enumerate() {
+        let (s, y) = step(x[l]);
+        *o = s;
+        let r = y < LOW;
+        x[l] = if r {
+            (y << 16) | words[l][pos[l].min(lim[l])]
+        } else {
+            y
+        };
+        pos[l] += usize::from(r);
+    }
+    if x != [LOW; LANES] || pos != counts {
         return Err(CodecError::Corrupt("rans stream does not end cleanly"));
     }
     Ok(())
