@@ -14,6 +14,7 @@ On CPU the weights are upcast to float32 (exact for BF16/F16 values); on CUDA th
 used as stored.
 """
 import argparse
+import os
 import json
 import math
 import time
@@ -21,7 +22,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-TEXT = "/work/shared/data/wikitext-2-raw-test.txt"
+TEXT = os.environ.get("UPG_WIKITEXT", "/work/shared/data/wikitext-2-raw-test.txt")
 
 
 def load(d, device):
