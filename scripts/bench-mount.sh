@@ -47,6 +47,7 @@ elif mode == "rand":
     dt = time.perf_counter() - t
     print(f"{n / dt / 2**20:.0f} MiB/s, {k / dt:.0f} reads/s")
 elif mode == "stload":
+    import ml_dtypes  # noqa: F401  (numpy learns bfloat16)
     from safetensors import safe_open
     t = time.perf_counter(); n = 0
     with safe_open(path, framework="numpy") as f:
