@@ -32,7 +32,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2);
     }
     let presets: Vec<Preset> = if args.len() > 2 {
-        args[2..].iter().map(|s| s.parse()).collect::<Result<_, _>>()?
+        args[2..]
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?
     } else {
         Preset::ALL.to_vec()
     };
