@@ -587,27 +587,33 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         };
         let mut jobs = Vec::new();
         let mut seg_stats: Vec<QuantStats> = vec![QuantStats::default(); plan.len()];
-        for (si, p) in plan.iter().enumerate() {
-            let tplan = match (p.preset, p.codec, &map) {
-                (Some(preset), Codec::Quant(kind), Some(map)) => {
-                    let range = p.start as usize..(p.start + p.len) as usize;
-                    let bytes = map.get(range).ok_or_else(|| {
-                        io_err(
-                            &f.abs,
-                            std::io::Error::other("file shrank while being packed"),
-                        )
-                    })?;
-                    let tp = TensorPlan::new(preset, kind, &p.shape, bytes).map_err(|e| {
-                        PackError::Codec {
-                            path: f.abs.clone(),
-                            tensor: p.tensor.as_ref().map_or_else(String::new, |t| t.0.clone()),
-                            msg: e.to_string(),
-                        }
-                    })?;
-                    Some(Arc::new(tp))
-                }
-                _ => None,
-            };
+        // Tensor-wide lossy parameters (a scale search over the whole tensor) are computed for
+        // all of the file's lossy tensors in parallel, before any chunk is coded.
+        let tplans: Vec<Option<Arc<TensorPlan>>> = pool.install(|| {
+            plan.par_iter()
+                .map(|p| match (p.preset, p.codec, &map) {
+                    (Some(preset), Codec::Quant(kind), Some(map)) => {
+                        let range = p.start as usize..(p.start + p.len) as usize;
+                        let bytes = map.get(range).ok_or_else(|| {
+                            io_err(
+                                &f.abs,
+                                std::io::Error::other("file shrank while being packed"),
+                            )
+                        })?;
+                        let tp = TensorPlan::new(preset, kind, &p.shape, bytes).map_err(|e| {
+                            PackError::Codec {
+                                path: f.abs.clone(),
+                                tensor: p.tensor.as_ref().map_or_else(String::new, |t| t.0.clone()),
+                                msg: e.to_string(),
+                            }
+                        })?;
+                        Ok(Some(Arc::new(tp)))
+                    }
+                    _ => Ok(None),
+                })
+                .collect::<Result<_, PackError>>()
+        })?;
+        for (si, (p, tplan)) in plan.iter().zip(tplans).enumerate() {
             let mut off = 0u64;
             while off < p.len {
                 let len = (p.len - off).min(u64::from(cs)) as usize;
