@@ -739,12 +739,10 @@ mod avx2 {
             let m8 = _mm256_set1_epi32(0xff);
             let mp = map.as_ptr() as *const i32;
             let sp = st.as_mut_ptr() as *mut __m256i;
-            let mut x = [
-                _mm256_loadu_si256(sp),
-                _mm256_loadu_si256(sp.add(1)),
-                _mm256_loadu_si256(sp.add(2)),
-                _mm256_loadu_si256(sp.add(3)),
-            ];
+            let mut x = [_mm256_setzero_si256(); LANES / 8];
+            for (v, xv) in x.iter_mut().enumerate() {
+                *xv = _mm256_loadu_si256(sp.add(v));
+            }
             let base = ent.as_ptr() as *const i32;
             let wp = words.as_ptr();
             let op = out.as_mut_ptr();
@@ -788,10 +786,9 @@ mod avx2 {
                 }
                 i += LANES;
             }
-            _mm256_storeu_si256(sp, x[0]);
-            _mm256_storeu_si256(sp.add(1), x[1]);
-            _mm256_storeu_si256(sp.add(2), x[2]);
-            _mm256_storeu_si256(sp.add(3), x[3]);
+            for (v, xv) in x.iter().enumerate() {
+                _mm256_storeu_si256(sp.add(v), *xv);
+            }
         }
         let _ = L;
         (i, pos)
