@@ -284,7 +284,7 @@ impl Index {
             let decoded_len = r.u32("chunk decoded length")?;
             let codec_id = r.u8("chunk codec")?;
             let codec_param = r.u8("chunk codec")?;
-            let _flags = r.u16("chunk flags")?;
+            let flags = r.u16("chunk flags")?;
             let stored_hash = r.u64("chunk hash")?;
             let decoded_hash = r.u64("chunk hash")?;
             let end = offset
@@ -304,6 +304,11 @@ impl Index {
                 return Err(bad(format!(
                     "length {decoded_len} exceeds the {MAX_CHUNK_LEN}-byte cap"
                 )));
+            }
+            // A chunk flag could only mean a different way to decode; a reader that does not
+            // know it must refuse rather than serve bytes decoded the old way.
+            if flags != 0 {
+                return Err(bad(format!("unknown chunk flags {flags:#06x}")));
             }
             crate::codec::Codec::from_id(codec_id, codec_param).map_err(|e| bad(e.to_string()))?;
             prev_end = end;

@@ -351,6 +351,14 @@ fn hostile_counts_and_trailing_bytes() {
         format_err(open_bytes(&f, &raw_index(&f.bytes, &ib))),
         FormatError::TrailingBytes(4)
     );
+    // Non-zero chunk flags (bytes 18-19 of the first 36-byte chunk record, after the two
+    // counts): a flag could change how the chunk decodes, so a v1 reader refuses it.
+    let mut ib = f.bytes[footer.index_offset as usize..n - 40].to_vec();
+    ib[8 + 18] = 1;
+    assert!(matches!(
+        format_err(open_bytes(&f, &raw_index(&f.bytes, &ib))),
+        FormatError::BadChunk { id: 0, .. }
+    ));
     // Metadata that is not UTF-8.
     let b = with_index(&f.bytes, |ix| ix.meta = "x".into());
     let n = b.len();
