@@ -149,3 +149,50 @@ fn single_file_input() {
     assert_eq!(a.files()[0].path, "model.safetensors");
     assert_identical(&a, &dir);
 }
+
+/// A file larger than 4 GiB (sparse: zeros with data straddling the 4 GiB mark and at the end)
+/// packs, dedups its zero chunks, and reads back exactly at offsets past 2^32.
+#[test]
+fn file_over_4_gib_round_trips() {
+    let td = tempfile::tempdir().unwrap();
+    let src = td.path().join("in");
+    std::fs::create_dir(&src).unwrap();
+    let big = src.join("big.bin");
+    let size: u64 = (4 << 30) + 3 * 4096 + 17;
+    let mut rng = Rng::new(4);
+    let marks: Vec<(u64, Vec<u8>)> = [(1u64 << 32) - 1000, size - 5000]
+        .iter()
+        .map(|&o| (o, (0..3000).map(|_| rng.next_u64() as u8).collect()))
+        .collect();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(size).unwrap();
+        for (o, b) in &marks {
+            f.write_all_at(b, *o).unwrap();
+        }
+    }
+    let out = td.path().join("big.upg");
+    let opts = upg::archive::writer::PackOptions {
+        chunk_size: 4 << 20,
+        ..Default::default()
+    };
+    let s = upg::archive::writer::pack(&src, &out, &opts).unwrap();
+    assert_eq!(s.bytes_in, size);
+    assert!(
+        std::fs::metadata(&out).unwrap().len() < 1 << 20,
+        "zero chunks stored once"
+    );
+    let a = Archive::open(&out).unwrap();
+    assert_eq!(a.files()[0].size, size);
+    for (o, b) in &marks {
+        let mut buf = vec![0u8; b.len() + 200];
+        let n = a.read_at(0, o - 100, &mut buf).unwrap();
+        let want = (size - (o - 100)).min(buf.len() as u64) as usize;
+        assert_eq!(n, want);
+        assert!(buf[..100].iter().all(|&x| x == 0));
+        assert_eq!(&buf[100..100 + b.len()], &b[..]);
+    }
+    let rep = upg::archive::verify::verify(&a, None);
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+}
