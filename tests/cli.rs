@@ -114,7 +114,9 @@ fn pack_unpack_inspect_verify() {
 fn bad_inputs_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("x.upg");
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    /// (case name, how to break the input directory, what the error must say)
+    type Case = (&'static str, Box<dyn Fn(&Path)>, &'static str);
+    let cases: Vec<Case> = vec![
         ("missing", Box::new(|_: &Path| {}), "does not exist"),
         (
             "empty",

@@ -119,14 +119,14 @@ pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
         let mut buf = Vec::new();
         let res = stream_file(a, fi, |d| {
             sha.update(d);
-            if let Some(Ok(o)) = orig.as_mut() {
-                if mismatch_at.is_none() {
-                    buf.resize(d.len(), 0);
-                    let same = o.read_exact(&mut buf).is_ok() && buf == d;
-                    if !same {
-                        let k = buf.iter().zip(d).position(|(x, y)| x != y).unwrap_or(0);
-                        mismatch_at = Some(pos + k as u64);
-                    }
+            if let Some(Ok(o)) = orig.as_mut()
+                && mismatch_at.is_none()
+            {
+                buf.resize(d.len(), 0);
+                let same = o.read_exact(&mut buf).is_ok() && buf == d;
+                if !same {
+                    let k = buf.iter().zip(d).position(|(x, y)| x != y).unwrap_or(0);
+                    mismatch_at = Some(pos + k as u64);
                 }
             }
             pos += d.len() as u64;
@@ -202,10 +202,10 @@ pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
         );
         rep.lossy_total = Some(t);
     }
-    if let Some(root) = against {
-        if root.is_dir() {
-            extra_originals(root, "", a, &mut rep);
-        }
+    if let Some(root) = against
+        && root.is_dir()
+    {
+        extra_originals(root, "", a, &mut rep);
     }
     rep
 }

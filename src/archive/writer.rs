@@ -507,7 +507,7 @@ fn check_output(inputs: &Path, output: &Path, force: bool) -> Result<(), PackErr
 /// Pack `input` (a model directory or one `.safetensors` file) into the archive `output`.
 pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSummary, PackError> {
     let cs = opts.chunk_size;
-    if cs < 4096 || cs % 4096 != 0 || cs > format::MAX_CHUNK_LEN {
+    if cs < 4096 || !cs.is_multiple_of(4096) || cs > format::MAX_CHUNK_LEN {
         return Err(PackError::Options(format!(
             "chunk size {cs} must be a multiple of 4096 between 4 KiB and {} MiB",
             format::MAX_CHUNK_LEN >> 20

@@ -228,15 +228,15 @@ pub fn print(c: &Catalog, show_tensors: bool) {
             human(ab),
             ratio(c.bytes, ab)
         );
-        if let Some(m) = &c.meta {
-            if let Some(t) = m.get("lossy_total").filter(|t| !t.is_null()) {
-                println!(
-                    "  preset {}: {} quantized tensors, {} (other tensors lossless)",
-                    m["preset"].as_str().unwrap_or("?"),
-                    m["lossy"].as_array().map_or(0, |v| v.len()),
-                    quality_text(t)
-                );
-            }
+        if let Some(m) = &c.meta
+            && let Some(t) = m.get("lossy_total").filter(|t| !t.is_null())
+        {
+            println!(
+                "  preset {}: {} quantized tensors, {} (other tensors lossless)",
+                m["preset"].as_str().unwrap_or("?"),
+                m["lossy"].as_array().map_or(0, |v| v.len()),
+                quality_text(t)
+            );
         }
     }
     println!(
