@@ -116,8 +116,10 @@ fn encode_planes(es: usize, n: usize, input: &[u8], out: &mut Vec<u8>) {
 /// per chunk (fresh 256 KiB buffers cost page faults each time). Sizes are bounded by the chunk
 /// size plus the two fixed 2^16-entry tables.
 struct Scratch {
-    /// Histogram of the top 16 bits of the values; all zeros between calls.
-    h16: Box<[u32; 1 << 16]>,
+    /// Histograms of the top 16 bits of the values (16-bit kinds: even and odd values
+    /// separately, so that runs of equal values do not serialise on one counter; F32: only
+    /// the first); all zeros between calls.
+    h16: [Box<[u32; 1 << 16]>; 2],
     /// J symbol of each `top16 >> lo_bits`; only the entries of present exponents are written
     /// (and read) for a chunk.
     lut: Box<[u8; 1 << 16]>,
@@ -132,10 +134,12 @@ struct Scratch {
 impl Scratch {
     fn new() -> Self {
         Scratch {
-            h16: vec![0u32; 1 << 16]
-                .into_boxed_slice()
-                .try_into()
-                .expect("2^16 entries"),
+            h16: [(); 2].map(|()| {
+                vec![0u32; 1 << 16]
+                    .into_boxed_slice()
+                    .try_into()
+                    .expect("2^16 entries")
+            }),
             lut: vec![0u8; 1 << 16]
                 .into_boxed_slice()
                 .try_into()
@@ -229,15 +233,21 @@ fn encode_split_with(
     let (eb, mb) = (lay.eb, lay.mb);
     let kb = mb.min(7);
     let vals = &input[..n * es];
-    let h = &mut *sc.h16;
+    let [ha, hb] = &mut sc.h16;
+    let (h, h2) = (&mut **ha, &mut **hb);
     // One pass: histogram of the top 16 bits; for F32 also split off and count the low planes.
     let mut hp = [[0u32; 256]; 2];
     if es == 2 {
-        for c in vals.chunks_exact(2) {
+        let mut pairs = vals.chunks_exact(4);
+        for c in &mut pairs {
             h[u16::from_le_bytes([c[0], c[1]]) as usize] += 1;
+            h2[u16::from_le_bytes([c[2], c[3]]) as usize] += 1;
+        }
+        if let [a, b] = *pairs.remainder() {
+            h[u16::from_le_bytes([a, b]) as usize] += 1;
         }
     } else {
-        sc.planes.clear();
+        // Every byte is overwritten below: resizing without clearing skips a memset.
         sc.planes.resize(2 * n, 0);
         let (p0, p1) = sc.planes.split_at_mut(n);
         for ((c, a), b) in vals.chunks_exact(4).zip(p0).zip(p1) {
@@ -259,6 +269,8 @@ fn encode_split_with(
         let any = h[lo..lo + (1 << mb)]
             .iter()
             .chain(&h[hi..hi + (1 << mb)])
+            .chain(&h2[lo..lo + (1 << mb)])
+            .chain(&h2[hi..hi + (1 << mb)])
             .fold(0, |a, &c| a | c);
         if any == 0 {
             continue;
@@ -266,9 +278,14 @@ fn encode_split_with(
         exps.push(e as u8);
         for base in [lo, hi] {
             let blk = &mut h[base..base + (1 << mb)];
-            sc.fine
-                .extend(blk.chunks_exact(sub).map(|c| c.iter().sum::<u32>()));
+            let blk2 = &mut h2[base..base + (1 << mb)];
+            sc.fine.extend(
+                blk.chunks_exact(sub)
+                    .zip(blk2.chunks_exact(sub))
+                    .map(|(c, d)| c.iter().chain(d).sum::<u32>()),
+            );
             blk.fill(0);
+            blk2.fill(0);
         }
     }
     let ne = exps.len();
@@ -292,10 +309,9 @@ fn encode_split_with(
         }
     }
     let plen = (n * r as usize).div_ceil(8);
-    sc.syms.clear();
+    // Every byte of syms[..n] and packed[..plen] is written below: resizing without clearing
+    // skips a memset. 8 bytes of slack: each group of 8 values stores a whole u64.
     sc.syms.resize(n, 0);
-    sc.packed.clear();
-    // 8 bytes of slack: each group of 8 values stores a whole u64.
     sc.packed.resize(plen + 8, 0);
     // Field of one value: (sign unless sj) << lo_bits | low lo_bits mantissa bits, i.e. the bits
     // of `fmask` gathered in order.
