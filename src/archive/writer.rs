@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+use xxhash_rust::xxh3::xxh3_64;
 
 use std::sync::Arc;
 
@@ -448,13 +448,26 @@ struct Done {
     decoded_len: u32,
     stored_hash: u64,
     decoded_hash: u64,
+    /// De-duplication key: `decoded_hash << 64 | stored_hash`. Coding is deterministic, so
+    /// equal decoded bytes under one codec give equal stored bytes; two different chunks would
+    /// have to collide in both 64-bit hashes at once. (The first version hashed the decoded
+    /// bytes a second time with xxh3-128, ~2% of pack time.)
     key: u128,
     /// Lossy chunks: the bytes the archive will serve, and the error statistics.
     served: Option<(Vec<u8>, QuantStats)>,
 }
 
+/// Room for coder overhead beyond the input size (headers, a stream briefly larger than its
+/// input before the raw fallback), so the output buffer is allocated once per chunk instead of
+/// growing by doubling (the reallocation copies were ~2.5% of pack time).
+const STORED_SLACK: usize = 4096;
+
+fn dedup_key(decoded_hash: u64, stored_hash: u64) -> u128 {
+    (u128::from(decoded_hash) << 64) | u128::from(stored_hash)
+}
+
 fn encode_job(job: &Job, data: &[u8]) -> Result<Done, String> {
-    let mut stored = Vec::new();
+    let mut stored = Vec::with_capacity(data.len().saturating_add(STORED_SLACK));
     if let (Some(plan), Codec::Quant(kind)) = (&job.plan, job.codec) {
         let stats = plan
             .encode_chunk(data, &mut stored)
@@ -464,10 +477,11 @@ fn encode_job(job: &Job, data: &[u8]) -> Result<Done, String> {
         let mut served = vec![0u8; data.len()];
         crate::codec::quant::decode(kind, &stored, &mut served)
             .map_err(|e| format!("lossy round trip failed: {e}"))?;
+        let (stored_hash, decoded_hash) = (xxh3_64(&stored), xxh3_64(&served));
         return Ok(Done {
-            stored_hash: xxh3_64(&stored),
-            decoded_hash: xxh3_64(&served),
-            key: xxh3_128(&stored),
+            stored_hash,
+            decoded_hash,
+            key: dedup_key(decoded_hash, stored_hash),
             decoded_len: data.len() as u32,
             codec: job.codec,
             stored,
@@ -484,10 +498,11 @@ fn encode_job(job: &Job, data: &[u8]) -> Result<Done, String> {
         stored.extend_from_slice(data);
         codec = Codec::Raw;
     }
+    let (stored_hash, decoded_hash) = (xxh3_64(&stored), xxh3_64(data));
     Ok(Done {
-        stored_hash: xxh3_64(&stored),
-        decoded_hash: xxh3_64(data),
-        key: xxh3_128(data),
+        stored_hash,
+        decoded_hash,
+        key: dedup_key(decoded_hash, stored_hash),
         stored,
         codec,
         decoded_len: data.len() as u32,
