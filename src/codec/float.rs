@@ -231,21 +231,16 @@ fn encode_split_with(
     out: &mut Vec<u8>,
 ) {
     let (eb, mb) = (lay.eb, lay.mb);
-    let kb = mb.min(7);
     let vals = &input[..n * es];
     let [ha, hb] = &mut sc.h16;
     let (h, h2) = (&mut **ha, &mut **hb);
-    // One pass: histogram of the top 16 bits; for F32 also split off and count the low planes.
+    // First pass: counts of (sign, exponent, top COARSE_BITS mantissa bits), 2^12 bins for
+    // BF16/F32 (L1-resident, where the full 2^16 bins are not); for F32 also split off and
+    // count the low planes.
+    let shift = mb - COARSE_BITS;
     let mut hp = [[0u32; 256]; 2];
     if es == 2 {
-        let mut pairs = vals.chunks_exact(4);
-        for c in &mut pairs {
-            h[u16::from_le_bytes([c[0], c[1]]) as usize] += 1;
-            h2[u16::from_le_bytes([c[2], c[3]]) as usize] += 1;
-        }
-        if let [a, b] = *pairs.remainder() {
-            h[u16::from_le_bytes([a, b]) as usize] += 1;
-        }
+        hist_top::<2>(vals, shift, h, h2);
     } else {
         // Every byte is overwritten below: resizing without clearing skips a memset.
         sc.planes.resize(2 * n, 0);
@@ -253,8 +248,8 @@ fn encode_split_with(
         let mut quads = vals.chunks_exact(8);
         let mut i = 0;
         for c in &mut quads {
-            h[u16::from_le_bytes([c[2], c[3]]) as usize] += 1;
-            h2[u16::from_le_bytes([c[6], c[7]]) as usize] += 1;
+            h[(u16::from_le_bytes([c[2], c[3]]) >> shift) as usize] += 1;
+            h2[(u16::from_le_bytes([c[6], c[7]]) >> shift) as usize] += 1;
             p0[i] = c[0];
             p1[i] = c[1];
             p0[i + 1] = c[4];
@@ -262,7 +257,7 @@ fn encode_split_with(
             i += 2;
         }
         if let [a, b, c2, c3] = *quads.remainder() {
-            h[u16::from_le_bytes([c2, c3]) as usize] += 1;
+            h[(u16::from_le_bytes([c2, c3]) >> shift) as usize] += 1;
             p0[i] = a;
             p1[i] = b;
         }
@@ -272,35 +267,15 @@ fn encode_split_with(
             }
         }
     }
-    // Present exponents, and the counts of (rank, sign, top kb mantissa bits); the histogram
-    // blocks read are zeroed again for the next call.
     let mut exps = Vec::with_capacity(1 << eb);
-    sc.fine.clear();
-    let sub = 1usize << (mb - kb);
-    for e in 0..1usize << eb {
-        let lo = e << mb;
-        let hi = (1 << 15) | lo;
-        let any = h[lo..lo + (1 << mb)]
-            .iter()
-            .chain(&h[hi..hi + (1 << mb)])
-            .chain(&h2[lo..lo + (1 << mb)])
-            .chain(&h2[hi..hi + (1 << mb)])
-            .fold(0, |a, &c| a | c);
-        if any == 0 {
-            continue;
-        }
-        exps.push(e as u8);
-        for base in [lo, hi] {
-            let blk = &mut h[base..base + (1 << mb)];
-            let blk2 = &mut h2[base..base + (1 << mb)];
-            sc.fine.extend(
-                blk.chunks_exact(sub)
-                    .zip(blk2.chunks_exact(sub))
-                    .map(|(c, d)| c.iter().chain(d).sum::<u32>()),
-            );
-            blk.fill(0);
-            blk2.fill(0);
-        }
+    let mut kb = collect_exponents(h, h2, eb, mb, shift, &mut exps, &mut sc.fine);
+    // J may hold k > COARSE_BITS mantissa bits only when ne << k <= 256, i.e. ne <= 16: only
+    // then are the finer counts needed (a second pass; rare for weights). Otherwise the
+    // decisions below are exactly those of a search over the full counts.
+    if exps.len() << (COARSE_BITS + 1) <= 256 && kb < mb.min(7) {
+        hist_top_es(vals, es, 0, h, h2);
+        exps.clear();
+        kb = collect_exponents(h, h2, eb, mb, 0, &mut exps, &mut sc.fine);
     }
     let ne = exps.len();
     let (k, sj, jplan) = choose_decomposition(&mut sc.fine, ne, kb, mb, n);
@@ -386,6 +361,88 @@ fn encode_split_with(
         }
     }
     out.extend_from_slice(&input[n * es..]);
+}
+
+/// Mantissa bits counted in the first histogram pass (see `encode_split_with`): J never holds
+/// more than 3 of them unless a chunk has at most 16 distinct exponents.
+const COARSE_BITS: u32 = 3;
+
+/// Count `top16 >> shift` of every value (of `ES` bytes) into `h` and `h2` (even and odd
+/// values, so that runs of equal values do not serialise on one counter).
+fn hist_top<const ES: usize>(
+    vals: &[u8],
+    shift: u32,
+    h: &mut [u32; 1 << 16],
+    h2: &mut [u32; 1 << 16],
+) {
+    let mut pairs = vals.chunks_exact(2 * ES);
+    for c in &mut pairs {
+        h[(u16::from_le_bytes([c[ES - 2], c[ES - 1]]) >> shift) as usize] += 1;
+        h2[(u16::from_le_bytes([c[2 * ES - 2], c[2 * ES - 1]]) >> shift) as usize] += 1;
+    }
+    let rest = pairs.remainder();
+    if rest.len() >= ES {
+        h[(u16::from_le_bytes([rest[ES - 2], rest[ES - 1]]) >> shift) as usize] += 1;
+    }
+}
+
+fn hist_top_es(
+    vals: &[u8],
+    es: usize,
+    shift: u32,
+    h: &mut [u32; 1 << 16],
+    h2: &mut [u32; 1 << 16],
+) {
+    if es == 2 {
+        hist_top::<2>(vals, shift, h, h2);
+    } else {
+        hist_top::<4>(vals, shift, h, h2);
+    }
+}
+
+/// From counts of `top16 >> shift` in `h + h2`: the present exponents (into `exps`) and the
+/// counts of (rank, sign, top kb mantissa bits) (into `fine`); returns kb. The bins read are
+/// zeroed again for the next call (bins of absent exponents are zero already).
+fn collect_exponents(
+    h: &mut [u32; 1 << 16],
+    h2: &mut [u32; 1 << 16],
+    eb: u32,
+    mb: u32,
+    shift: u32,
+    exps: &mut Vec<u8>,
+    fine: &mut Vec<u32>,
+) -> u32 {
+    let mbs = mb - shift; // mantissa bits left in the index
+    let kb = mbs.min(7);
+    let sub = 1usize << (mbs - kb);
+    let blk_len = 1usize << mbs;
+    fine.clear();
+    for e in 0..1usize << eb {
+        let lo = e << mbs;
+        let hi = (1 << (15 - shift)) | lo;
+        let any = h[lo..lo + blk_len]
+            .iter()
+            .chain(&h[hi..hi + blk_len])
+            .chain(&h2[lo..lo + blk_len])
+            .chain(&h2[hi..hi + blk_len])
+            .fold(0, |a, &c| a | c);
+        if any == 0 {
+            continue;
+        }
+        exps.push(e as u8);
+        for base in [lo, hi] {
+            let blk = &mut h[base..base + blk_len];
+            let blk2 = &mut h2[base..base + blk_len];
+            fine.extend(
+                blk.chunks_exact(sub)
+                    .zip(blk2.chunks_exact(sub))
+                    .map(|(c, d)| c.iter().chain(d).sum::<u32>()),
+            );
+            blk.fill(0);
+            blk2.fill(0);
+        }
+    }
+    kb
 }
 
 /// Values sampled (every `SAMPLE_STEP`-th byte) before a low byte plane is counted in full.
