@@ -22,7 +22,19 @@
 //!     entropy under the quantised table (the real rANS stream is typically 0.1-0.2% larger).
 //!     Lets callers decide "code or store raw" and compare alternative symbol decompositions
 //!     without encoding.
+//!
+//! plan(hist) -> StreamPlan;  encode_planned(symbols, &plan, out);  cost_lower_bound(hist)
+//!     The same decision split in two: choose the table once, compare costs, encode the chosen
+//!     plan without choosing again; and a cheap lower bound of `estimate_cost` (entropy) to
+//!     skip estimating alternatives that cannot win.
 //! ```
+//!
+//! # Encoder speed
+//!
+//! Division by the frequency is a multiplication by a reciprocal (scalar: 2^44-scaled, one
+//! 64x64->128 multiply; AVX2: Granlund-Montgomery with 32x32->64 multiplies), renormalisation
+//! is branchless, the table scale is searched downwards from 12 and normalisation uses a heap.
+//! All of it writes exactly the bytes of the first (division-based) encoder.
 //!
 //! # Stream format (all integers little-endian)
 //!

@@ -13,6 +13,12 @@
 //! F64 (and any input where it is smaller) uses plain byte planes. A tail of
 //! `len % elem_size` bytes is stored verbatim. Every stream begins with a mode byte; mode 0 stores
 //! the input raw so a chunk never grows by more than one byte.
+//!
+//! Encoder (docs/CODEC.md, "Encoder and pack speed"): one pass counts the values at 3 mantissa
+//! bits (and splits F32's low planes), the (k, sign) decomposition is chosen by estimating only
+//! candidates whose entropy bound can still win, then one pass maps each value to its J symbol
+//! by table lookup and gathers the raw fields with BMI2 `pext`. Scratch buffers live per
+//! thread. The output is byte-identical to the first, exhaustive encoder.
 
 use super::entropy::{
     StreamPlan, cost_lower_bound, decode_symbols, decode_symbols_map16, encode_planned, encode_raw,
