@@ -22,7 +22,19 @@
 //!     entropy under the quantised table (the real rANS stream is typically 0.1-0.2% larger).
 //!     Lets callers decide "code or store raw" and compare alternative symbol decompositions
 //!     without encoding.
+//!
+//! plan(hist) -> StreamPlan;  encode_planned(symbols, &plan, out);  cost_lower_bound(hist)
+//!     The same decision split in two: choose the table once, compare costs, encode the chosen
+//!     plan without choosing again; and a cheap lower bound of `estimate_cost` (entropy) to
+//!     skip estimating alternatives that cannot win.
 //! ```
+//!
+//! # Encoder speed
+//!
+//! Division by the frequency is a multiplication by a reciprocal (scalar: 2^44-scaled, one
+//! 64x64->128 multiply; AVX2: Granlund-Montgomery with 32x32->64 multiplies), renormalisation
+//! is branchless, the table scale is searched downwards from 12 and normalisation uses a heap.
+//! All of it writes exactly the bytes of the first (division-based) encoder.
 //!
 //! # Stream format (all integers little-endian)
 //!
@@ -123,18 +135,28 @@ fn normalize(hist: &[u32; 256], total: u64, scale: u32) -> [u32; 256] {
             -c * (f / (f - 1.0)).log2()
         }
     };
-    let present: Vec<usize> = (0..256).filter(|&s| hist[s] > 0).collect();
-    let mut val = [f64::NEG_INFINITY; 256];
-    for &s in &present {
-        val[s] = score(hist[s], freq[s]);
+    if diff == 0 {
+        return freq;
     }
+    // Max-heap of (score, lowest symbol first): the same choice, step for step, as scanning
+    // every present symbol for the strictly largest score (the first version; that scan was
+    // the main cost of choosing a table). Scores are finite or -inf, never NaN or 0; `key` maps
+    // them to integers in the same order.
+    let key = |v: f64| -> u64 {
+        let b = v.to_bits();
+        if b >> 63 == 1 { !b } else { b | 1 << 63 }
+    };
+    let mut heap: std::collections::BinaryHeap<(u64, std::cmp::Reverse<u8>)> = (0..256usize)
+        .filter(|&s| hist[s] > 0)
+        .map(|s| (key(score(hist[s], freq[s])), std::cmp::Reverse(s as u8)))
+        .collect();
     while diff != 0 {
-        let mut best = present[0];
-        for &s in &present {
-            if val[s] > val[best] {
-                best = s;
-            }
-        }
+        // diff != 0 leaves a present symbol that can move (see above), and every pop is
+        // followed by a push: the heap is never empty here.
+        let Some((_, std::cmp::Reverse(b))) = heap.pop() else {
+            break;
+        };
+        let best = b as usize;
         if up {
             freq[best] += 1;
             diff -= 1;
@@ -142,16 +164,33 @@ fn normalize(hist: &[u32; 256], total: u64, scale: u32) -> [u32; 256] {
             freq[best] -= 1;
             diff += 1;
         }
-        val[best] = score(hist[best], freq[best]);
+        heap.push((key(score(hist[best], freq[best])), std::cmp::Reverse(b)));
     }
     freq
 }
 
+/// Length of the Exp-Golomb-k code of `v` (the reference for [`eg_total`]).
+#[cfg(test)]
 fn eg_bits(v: u32, k: u32) -> u64 {
     let u = v as u64 + (1u64 << k);
     let nb = 64 - u.leading_zeros() as u64;
     // (nb - k - 1) zeros + 1 terminator + (nb - 1) payload bits
     (nb - k as u64 - 1) + 1 + (nb - 1)
+}
+
+/// `sum(eg_bits(v, k))` over `vals` (every value < 2^14: frequencies <= 2^MAX_SCALE and their
+/// zigzag differences). `floor(log2(v + 2^k))` is read from the exponent of `(v + 2^k) as f32`,
+/// exact below 2^24, so the loop vectorises (a leading-zero count does not on baseline x86_64);
+/// this search over 32 (order, mode) pairs was most of the table-choice time.
+fn eg_total(vals: &[u32], k: u32) -> u64 {
+    let add = 1u32 << k;
+    let sum_log: u32 = vals
+        .iter()
+        .map(|&v| ((v + add) as f32).to_bits() >> 23)
+        .sum::<u32>()
+        - 127 * vals.len() as u32;
+    // eg_bits = 2 * floor(log2(v + 2^k)) - k + 1
+    2 * u64::from(sum_log) + vals.len() as u64 - u64::from(k) * vals.len() as u64
 }
 
 /// Table flag (bit 4 of the order byte): frequencies are coded as zigzag differences from the
@@ -168,17 +207,22 @@ fn delta_code(freq: &[u32; 256], s: usize) -> u32 {
 fn build_table(hist: &[u32; 256], total: u64, scale: u32) -> Table {
     let freq = normalize(hist, total, scale);
     let nsym = 256 - freq.iter().rev().take_while(|&&f| f == 0).count();
+    let m = nsym - 1;
+    let plain = &freq[..m];
+    let mut deltas = [0u32; 256];
+    for (s, d) in deltas.iter_mut().enumerate().take(m) {
+        *d = delta_code(&freq, s);
+    }
+    let deltas = &deltas[..m];
     let mut best = (u64::MAX, 0);
     for k in 0..=15u32 {
-        let plain: u64 = freq[..nsym - 1].iter().map(|&f| eg_bits(f, k)).sum();
-        if plain < best.0 {
-            best = (plain, k);
+        let p = eg_total(plain, k);
+        if p < best.0 {
+            best = (p, k);
         }
-        let delta: u64 = (0..nsym - 1)
-            .map(|s| eg_bits(delta_code(&freq, s), k))
-            .sum();
-        if delta < best.0 {
-            best = (delta, k | TABLE_DELTA);
+        let d = eg_total(deltas, k);
+        if d < best.0 {
+            best = (d, k | TABLE_DELTA);
         }
     }
     Table {
@@ -216,29 +260,94 @@ fn choose_table(hist: &[u32; 256]) -> Option<(Table, usize)> {
         // dominates the table); skipping them makes encoding ~2x faster.
         min_scale = min_scale.max(9);
     }
+    // The size is close to convex in the scale (a finer table costs table bits and saves
+    // quantisation loss), and long streams pick the largest scale: search downwards from
+    // MAX_SCALE and stop at the first scale that is worse (ties go to the smaller scale, as in
+    // an exhaustive upward search). Measured on MiniLM BF16/F32: byte-identical output to the
+    // exhaustive search, at about half the work.
     let mut best: Option<(Table, usize)> = None;
-    for scale in min_scale..=MAX_SCALE {
+    for scale in (min_scale..=MAX_SCALE).rev() {
         let t = build_table(hist, total, scale);
         let payload = payload_bits(hist, &t.freq, scale);
         let size =
             RANS_FIXED_BYTES + t.table_bits.div_ceil(8) as usize + (payload / 8.0).ceil() as usize;
-        if best.as_ref().is_none_or(|b| size < b.1) {
-            best = Some((t, size));
+        if best.as_ref().is_some_and(|b| size > b.1) {
+            break;
         }
+        best = Some((t, size));
     }
     best
 }
 
-/// Stored size `encode_symbols` would produce for this histogram (entropy estimate, see header).
-pub fn estimate_cost(hist: &[u32; 256]) -> usize {
+/// The coding decision for one stream, made from its histogram: its stored size and, for rANS,
+/// the table. Lets callers compare alternatives by cost and then encode the chosen one without
+/// choosing its table a second time.
+pub struct StreamPlan {
+    cost: usize,
+    /// `None` when fewer than two symbols are present.
+    table: Option<Table>,
+}
+
+impl StreamPlan {
+    /// Stored size `encode_planned` will produce (entropy estimate, see the module header).
+    pub fn cost(&self) -> usize {
+        self.cost
+    }
+}
+
+/// Plan the stream for symbols with histogram `hist`.
+pub fn plan(hist: &[u32; 256]) -> StreamPlan {
     let total: usize = hist.iter().map(|&c| c as usize).sum();
     if total == 0 {
-        return 1;
+        return StreamPlan {
+            cost: 1,
+            table: None,
+        };
     }
     match choose_table(hist) {
-        None => 2,
-        Some((_, size)) => size.min(1 + total),
+        None => StreamPlan {
+            cost: 2,
+            table: None,
+        },
+        Some((t, size)) => StreamPlan {
+            cost: size.min(1 + total),
+            table: Some(t),
+        },
     }
+}
+
+/// Stored size `encode_symbols` would produce for this histogram (entropy estimate, see header).
+pub fn estimate_cost(hist: &[u32; 256]) -> usize {
+    plan(hist).cost
+}
+
+/// A lower bound of [`estimate_cost`], about ten times cheaper: the rANS payload is never
+/// below the empirical entropy (the quantised table is a distribution too, Gibbs' inequality;
+/// one byte is taken off for floating-point rounding), and the table holds at least one bit
+/// per coded frequency. Lets callers skip estimating alternatives that cannot win.
+pub fn cost_lower_bound(hist: &[u32; 256]) -> usize {
+    let mut total = 0u64;
+    let mut present = 0usize;
+    let mut nsym = 0usize;
+    let mut sum_clogc = 0.0f64;
+    for (s, &c) in hist.iter().enumerate() {
+        if c > 0 {
+            total += u64::from(c);
+            present += 1;
+            nsym = s + 1;
+            let c = f64::from(c);
+            sum_clogc += c * c.log2();
+        }
+    }
+    if present < 2 {
+        // Empty stream: 1 byte; constant stream: 2 bytes.
+        return 1;
+    }
+    let t = total as f64;
+    let entropy_bits = t * t.log2() - sum_clogc;
+    let payload = ((entropy_bits / 8.0).floor() as usize).saturating_sub(1);
+    let table = (nsym - 1).div_ceil(8);
+    (RANS_FIXED_BYTES + table + payload).min(1 + total as usize)
 }
 
 struct BitWriter<'a> {
@@ -342,21 +451,24 @@ pub fn encode_symbols(symbols: &[u8], out: &mut Vec<u8>) {
 
 /// As [`encode_symbols`] with a precomputed histogram of `symbols`.
 pub fn encode_with_hist(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
+    encode_planned(symbols, &plan(hist), out);
+}
+
+/// Encode `symbols` as planned by [`plan`]; `p` must be the plan of exactly this histogram
+/// (a plan of other symbols may leave a present symbol without a frequency).
+pub(crate) fn encode_planned(symbols: &[u8], p: &StreamPlan, out: &mut Vec<u8>) {
     let n = symbols.len();
     if n == 0 {
         out.push(MODE_RAW);
         return;
     }
-    let present = hist.iter().filter(|&&c| c > 0).count();
-    if present == 1 {
+    let Some(t) = &p.table else {
+        // Fewer than two symbols present, and n > 0: one symbol.
         out.push(MODE_CONST);
         out.push(symbols[0]);
         return;
-    }
-    let Some((t, est)) = choose_table(hist) else {
-        unreachable!("two or more symbols present")
     };
-    if est > n {
+    if p.cost > n {
         out.push(MODE_RAW);
         out.extend_from_slice(symbols);
         return;
@@ -379,39 +491,265 @@ pub fn encode_with_hist(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
         }
         bw.finish();
     }
-    let mut cum = [0u32; 256];
-    let mut c = 0;
-    for (cs, &f) in cum.iter_mut().zip(t.freq.iter()) {
-        *cs = c;
-        c += f;
-    }
-    // Encode backwards so the decoder runs forwards; words come out in reverse decoder order.
-    let mut x = [L; LANES];
-    let mut words: Vec<u16> = Vec::with_capacity(n / 2 + 16);
-    let scale = t.scale;
-    for i in (0..n).rev() {
-        let s = symbols[i] as usize;
-        let f = t.freq[s];
-        let lane = &mut x[i % LANES];
-        let xmax = (f as u64) << (32 - scale);
-        if *lane as u64 >= xmax {
-            words.push(*lane as u16);
-            *lane >>= 16;
-        }
-        *lane = ((*lane / f) << scale) + (*lane % f) + cum[s];
-    }
-    words.reverse();
-    out.extend_from_slice(&(words.len() as u32).to_le_bytes());
-    for s in x {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    for w in &words {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
+    rans_encode(symbols, &t.freq, t.scale, out);
     if out.len() - start > n {
         out.truncate(start);
         out.push(MODE_RAW);
         out.extend_from_slice(symbols);
+    }
+}
+
+/// Per-symbol encoder constants: the division by `freq` of the textbook encoder is done as a
+/// multiplication by a fixed-point reciprocal (measured: `div` was the bottleneck of the encode
+/// loop even with 32 independent lanes).
+#[derive(Clone, Copy, Default)]
+struct EncSym {
+    /// A word is emitted first when `x >= xmax = freq << (32 - scale)`.
+    xmax: u32,
+    /// `cum[s]`.
+    bias: u32,
+    /// `M - freq`.
+    cmpl: u32,
+    /// `ceil(2^RCP_SHIFT / freq)`.
+    rcp: u64,
+}
+
+/// Fixed-point position of the reciprocals. With `x < 2^32`, `1 <= f < 2^MAX_SCALE` and
+/// `m = ceil(2^44 / f)`, `floor(x * m / 2^44) == floor(x / f)` exactly: `m * f = 2^44 + e` with
+/// `0 <= e < f`, so `x * m / 2^44 = x / f + x * e / (f * 2^44)`; the added term is below
+/// `2^32 * f / (f * 2^44) = 2^-12 <= 1 / f`, and the fractional part of `x / f` is at most
+/// `1 - 1 / f`, so the floor never moves. The product needs 76 bits (one 64x64->128 `mul`).
+const RCP_SHIFT: u32 = 32 + MAX_SCALE;
+
+thread_local! {
+    /// Renormalisation words of the stream being encoded, reused across calls: a fresh buffer
+    /// per 256 KiB stream costs an allocation and page faults each time.
+    static WORD_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One encoder step on one lane: renormalise (at most one word: after `x >> 16`, `x < 2^16 <
+/// xmax`), then `x = (x / f) * M + x % f + cum`, written as `x + cum + (x / f) * (M - f)`.
+/// The result is below `2^32`: `x < f * 2^(32 - scale)` gives `x / f < 2^(32 - scale)`.
+#[inline(always)]
+fn enc_step(x: &mut u32, e: &EncSym, buf: &mut [u8], wp: &mut usize) {
+    let v = *x;
+    let emit = v >= e.xmax;
+    // Branchless: the word is always stored and the write position moves only when it is
+    // kept (the branch would be mispredicted about a third of the time).
+    buf[2 * *wp..2 * *wp + 2].copy_from_slice(&(v as u16).to_le_bytes());
+    *wp -= usize::from(emit);
+    let v = if emit { v >> 16 } else { v };
+    let q = ((u128::from(v) * u128::from(e.rcp)) >> RCP_SHIFT) as u32;
+    *x = v.wrapping_add(e.bias).wrapping_add(q.wrapping_mul(e.cmpl));
+}
+
+/// Append `u32 nwords, u32 state[LANES], u16 words[nwords]` for `symbols` under `freq` (every
+/// symbol present in `symbols` has `freq > 0`; the frequencies sum to `1 << scale`).
+fn rans_encode(symbols: &[u8], freq: &[u32; 256], scale: u32, out: &mut Vec<u8>) {
+    let n = symbols.len();
+    let mut tab = [EncSym::default(); 256];
+    let mut cum = 0u32;
+    for (e, &f) in tab.iter_mut().zip(freq) {
+        if f > 0 {
+            *e = EncSym {
+                xmax: f << (32 - scale),
+                bias: cum,
+                cmpl: (1u32 << scale) - f,
+                rcp: (1u64 << RCP_SHIFT).div_ceil(u64::from(f)),
+            };
+        }
+        cum += f;
+    }
+    WORD_BUF.with_borrow_mut(|buf| {
+        // At most one word per symbol; words are written from the end backwards (the encoder
+        // runs backwards so that the decoder runs forwards), slot `wp` being the next one.
+        // Only slots that were written are read back: no need to clear (saves a memset).
+        buf.resize(2 * (n + 1), 0);
+        // A plain slice: through the Vec the loop reloaded its pointer and length every step.
+        let buf: &mut [u8] = &mut buf[..];
+        let mut wp = n;
+        let mut x = [L; LANES];
+        let full = n - n % LANES;
+        for i in (full..n).rev() {
+            enc_step(&mut x[i % LANES], &tab[symbols[i] as usize], buf, &mut wp);
+        }
+        let mut simd = false;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let vt = avx2_enc::VecTable::new(freq, scale);
+            // SAFETY: AVX2 is present (checked just above); see `encode_groups` for bounds.
+            unsafe { avx2_enc::encode_groups(&vt, &symbols[..full], &mut x, buf, &mut wp) };
+            simd = true;
+        }
+        if !simd {
+            for g in symbols[..full].chunks_exact(LANES).rev() {
+                for j in (0..LANES).rev() {
+                    enc_step(&mut x[j], &tab[g[j] as usize], buf, &mut wp);
+                }
+            }
+        }
+        let nwords = n - wp;
+        out.extend_from_slice(&(nwords as u32).to_le_bytes());
+        for s in x {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        out.extend_from_slice(&buf[2 * (wp + 1)..]);
+    });
+}
+
+/// Scalar form of the vector encoder's division: Granlund-Montgomery's round-up method for
+/// 32-bit dividends ("Division by invariant integers using multiplication", 1994, fig. 4.1),
+/// `q = (t + ((x - t) >> sh1)) >> sh2` with `t = mulhi(x, m)`, exact for every `x < 2^32` and
+/// `1 <= f < 2^32`; only 32x32->64 multiplies, which AVX2 has (`vpmuludq`). Returns
+/// `(m, sh1, sh2)` with `l = ceil(log2 f)`, `m = floor(2^32 (2^l - f) / f) + 1 < 2^32`,
+/// `sh1 = min(l, 1)`, `sh2 = max(l, 1) - 1`.
+fn gm_divisor(f: u32) -> (u32, u32, u32) {
+    let l = if f <= 1 {
+        0
+    } else {
+        32 - (f - 1).leading_zeros()
+    };
+    let m = (((1u64 << 32) * ((1u64 << l) - u64::from(f))) / u64::from(f) + 1) as u32;
+    (m, l.min(1), l.max(1) - 1)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2_enc {
+    //! AVX2 rANS encoder for whole groups of LANES symbols: same states, same words, same
+    //! order as the scalar loop (lanes are independent; a vector's 8 lanes are the scalar
+    //! loop's 8 consecutive steps). Measured ~3x faster than the scalar loop.
+    use super::{LANES, gm_divisor};
+    use std::arch::x86_64::*;
+
+    /// Per-symbol constants as three gatherable `u32` tables.
+    pub(super) struct VecTable {
+        xmax: [u32; 256],
+        rcp: [u32; 256],
+        /// `cum | (M - f) << 12 | sh2 << 24 | sh1 << 28` (cum, M - f < 2^12; sh2 <= 11).
+        pk: [u32; 256],
+    }
+
+    impl VecTable {
+        pub(super) fn new(freq: &[u32; 256], scale: u32) -> Self {
+            let mut t = VecTable {
+                xmax: [0; 256],
+                rcp: [0; 256],
+                pk: [0; 256],
+            };
+            let mut cum = 0u32;
+            for (s, &f) in freq.iter().enumerate() {
+                if f > 0 {
+                    let (m, sh1, sh2) = gm_divisor(f);
+                    t.xmax[s] = f << (32 - scale);
+                    t.rcp[s] = m;
+                    t.pk[s] = cum | ((1u32 << scale) - f) << 12 | sh2 << 24 | sh1 << 28;
+                }
+                cum += f;
+            }
+            t
+        }
+    }
+
+    /// For each 8-bit "emits a word" mask, a byte shuffle moving the emitting lanes' words (in
+    /// lane order) to the top of 8 words, so that one 16-byte store ending at the write
+    /// position lays them down in decoder order.
+    const fn top_pack_lut() -> [[u8; 16]; 256] {
+        let mut t = [[0x80u8; 16]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let c = (m as u32).count_ones() as usize;
+            let mut r = 0;
+            let mut lane = 0;
+            while lane < 8 {
+                if m & (1 << lane) != 0 {
+                    let pos = 8 - c + r;
+                    t[m][2 * pos] = (2 * lane) as u8;
+                    t[m][2 * pos + 1] = (2 * lane + 1) as u8;
+                    r += 1;
+                }
+                lane += 1;
+            }
+            m += 1;
+        }
+        t
+    }
+    static TOP_PACK: [[u8; 16]; 256] = top_pack_lut();
+
+    /// Encode `groups` (a multiple of LANES symbols) backwards into the states `st` and the word
+    /// buffer `buf` (slot `wp` is the next free one, filled downwards).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2. Bounds: gathers index the 256-entry tables with a symbol byte;
+    /// symbol loads and word stores go through checked slices. A store covers slots
+    /// `wp - 7 ..= wp`: the caller's buffer has `n + 1` slots with `wp <= n` and at most one
+    /// word per symbol already emitted, so with 8 symbols still to code `wp >= 8`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn encode_groups(
+        t: &VecTable,
+        groups: &[u8],
+        st: &mut [u32; LANES],
+        buf: &mut [u8],
+        wp: &mut usize,
+    ) {
+        unsafe {
+            let sp = st.as_mut_ptr() as *mut __m256i;
+            let mut x = [_mm256_setzero_si256(); LANES / 8];
+            for (v, xv) in x.iter_mut().enumerate() {
+                *xv = _mm256_loadu_si256(sp.add(v));
+            }
+            let xmax_p = t.xmax.as_ptr() as *const i32;
+            let rcp_p = t.rcp.as_ptr() as *const i32;
+            let pk_p = t.pk.as_ptr() as *const i32;
+            let m12 = _mm256_set1_epi32(0xfff);
+            let m4 = _mm256_set1_epi32(0xf);
+            let one = _mm256_set1_epi32(1);
+            let lo16 = _mm256_set1_epi32(0xffff);
+            let mut w = *wp;
+            for g in groups.chunks_exact(LANES).rev() {
+                for v in (0..LANES / 8).rev() {
+                    let sym8: &[u8] = &g[8 * v..8 * v + 8];
+                    let sym =
+                        _mm256_cvtepu8_epi32(_mm_loadl_epi64(sym8.as_ptr() as *const __m128i));
+                    let xmax = _mm256_i32gather_epi32::<4>(xmax_p, sym);
+                    let rcp = _mm256_i32gather_epi32::<4>(rcp_p, sym);
+                    let pk = _mm256_i32gather_epi32::<4>(pk_p, sym);
+                    let xv = x[v];
+                    // x >= xmax (unsigned)  <=>  max(x, xmax) == x
+                    let emit = _mm256_cmpeq_epi32(_mm256_max_epu32(xv, xmax), xv);
+                    let m = _mm256_movemask_ps(_mm256_castsi256_ps(emit)) as usize;
+                    let low = _mm256_and_si256(xv, lo16);
+                    let words = _mm_packus_epi32(
+                        _mm256_castsi256_si128(low),
+                        _mm256_extracti128_si256::<1>(low),
+                    );
+                    let shuf = _mm_loadu_si128(TOP_PACK[m].as_ptr() as *const __m128i);
+                    let packed = _mm_shuffle_epi8(words, shuf);
+                    let dst: &mut [u8] = &mut buf[2 * (w - 7)..2 * (w + 1)];
+                    _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, packed);
+                    w -= m.count_ones() as usize;
+                    let xr = _mm256_blendv_epi8(xv, _mm256_srli_epi32::<16>(xv), emit);
+                    // q = xr / f (Granlund-Montgomery, see gm_divisor)
+                    let even = _mm256_srli_epi64::<32>(_mm256_mul_epu32(xr, rcp));
+                    let odd =
+                        _mm256_mul_epu32(_mm256_srli_epi64::<32>(xr), _mm256_srli_epi64::<32>(rcp));
+                    let tq = _mm256_blend_epi32::<0xAA>(even, odd);
+                    let sh1 = _mm256_and_si256(_mm256_srli_epi32::<28>(pk), one);
+                    let sh2 = _mm256_and_si256(_mm256_srli_epi32::<24>(pk), m4);
+                    let q = _mm256_srlv_epi32(
+                        _mm256_add_epi32(tq, _mm256_srlv_epi32(_mm256_sub_epi32(xr, tq), sh1)),
+                        sh2,
+                    );
+                    let bias = _mm256_and_si256(pk, m12);
+                    let cmpl = _mm256_and_si256(_mm256_srli_epi32::<12>(pk), m12);
+                    x[v] =
+                        _mm256_add_epi32(_mm256_add_epi32(xr, bias), _mm256_mullo_epi32(q, cmpl));
+                }
+            }
+            *wp = w;
+            for (v, xv) in x.iter().enumerate() {
+                _mm256_storeu_si256(sp.add(v), *xv);
+            }
+        }
     }
 }
 
@@ -832,6 +1170,140 @@ mod tests {
         v[77] = 1;
         v[150_000] = 1;
         assert!(rt(&v) < 200);
+    }
+
+    #[test]
+    fn eg_total_matches_eg_bits() {
+        let vals: Vec<u32> = (0..=8192u32)
+            .step_by(7)
+            .chain([0, 1, 2, 4095, 4096, 8191])
+            .collect();
+        for k in 0..=15 {
+            let want: u64 = vals.iter().map(|&v| eg_bits(v, k)).sum();
+            assert_eq!(eg_total(&vals, k), want, "k={k}");
+        }
+    }
+
+    /// The reciprocal step equals the division it replaces, at the extremes of every frequency.
+    #[test]
+    fn reciprocal_division_is_exact() {
+        for f in 1..(1u32 << MAX_SCALE) {
+            let rcp = (1u64 << RCP_SHIFT).div_ceil(u64::from(f));
+            for x in [
+                0,
+                1,
+                f - 1,
+                f,
+                f + 1,
+                u32::MAX / 3,
+                u32::MAX - f,
+                u32::MAX - 1,
+                u32::MAX,
+            ] {
+                let q = ((u128::from(x) * u128::from(rcp)) >> RCP_SHIFT) as u32;
+                assert_eq!(q, x / f, "x={x} f={f}");
+            }
+            // Values just below and at multiples of f near the top of the range.
+            let top = u32::MAX / f * f;
+            for x in [top, top - 1, top - f, top - f + 1] {
+                let q = ((u128::from(x) * u128::from(rcp)) >> RCP_SHIFT) as u32;
+                assert_eq!(q, x / f, "x={x} f={f}");
+            }
+        }
+    }
+
+    /// The vector encoder's division (Granlund-Montgomery) is exact for every frequency.
+    #[test]
+    fn gm_division_is_exact() {
+        for f in 1..(1u32 << MAX_SCALE) {
+            let (m, sh1, sh2) = gm_divisor(f);
+            let top = u32::MAX / f * f;
+            for x in [
+                0,
+                1,
+                f - 1,
+                f,
+                f + 1,
+                12345678,
+                top,
+                top - 1,
+                top - f,
+                u32::MAX,
+            ] {
+                let t = ((u64::from(x) * u64::from(m)) >> 32) as u32;
+                let q = (t + ((x - t) >> sh1)) >> sh2;
+                assert_eq!(q, x / f, "x={x} f={f}");
+            }
+        }
+    }
+
+    /// The AVX2 and scalar encoders write identical streams.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_encoder_matches_scalar() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut s = 17u64;
+        for case in 0..40 {
+            let n = 32 * (1 + case * 37) + case % 32;
+            let syms: Vec<u8> = (0..n)
+                .map(|_| {
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let r = (s >> 33) as u32;
+                    (r.trailing_zeros() * (1 + case as u32 % 9) + (r >> 30)) as u8
+                })
+                .collect();
+            let hist = histogram(&syms);
+            let Some((t, _)) = choose_table(&hist) else {
+                continue;
+            };
+            let mut a = Vec::new();
+            rans_encode(&syms, &t.freq, t.scale, &mut a);
+            // Scalar reference.
+            let mut tab = [EncSym::default(); 256];
+            let mut cum = 0;
+            for (e, &f) in tab.iter_mut().zip(&t.freq) {
+                if f > 0 {
+                    *e = EncSym {
+                        xmax: f << (32 - t.scale),
+                        bias: cum,
+                        cmpl: (1 << t.scale) - f,
+                        rcp: (1u64 << RCP_SHIFT).div_ceil(u64::from(f)),
+                    };
+                }
+                cum += f;
+            }
+            let mut buf = vec![0u8; 2 * (n + 1)];
+            let mut wp = n;
+            let mut x = [L; LANES];
+            for i in (0..n).rev() {
+                enc_step(&mut x[i % LANES], &tab[syms[i] as usize], &mut buf, &mut wp);
+            }
+            let mut b = Vec::new();
+            b.extend_from_slice(&((n - wp) as u32).to_le_bytes());
+            for v in x {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&buf[2 * (wp + 1)..]);
+            assert_eq!(a, b, "case {case}");
+        }
+    }
+
+    #[test]
+    fn lower_bound_never_exceeds_estimate() {
+        let mut s = 9u64;
+        for case in 0..300 {
+            let mut h = [0u32; 256];
+            let nsym = 2 + case % 255;
+            for c in h.iter_mut().take(nsym) {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                *c = ((s >> 40) as u32) >> (case % 24);
+            }
+            assert!(cost_lower_bound(&h) <= estimate_cost(&h), "case {case}");
+        }
     }
 
     #[test]

@@ -13,9 +13,16 @@
 //! F64 (and any input where it is smaller) uses plain byte planes. A tail of
 //! `len % elem_size` bytes is stored verbatim. Every stream begins with a mode byte; mode 0 stores
 //! the input raw so a chunk never grows by more than one byte.
+//!
+//! Encoder (docs/CODEC.md, "Encoder and pack speed"): one pass counts the values at 3 mantissa
+//! bits (and splits F32's low planes), the (k, sign) decomposition is chosen by estimating only
+//! candidates whose entropy bound can still win, then one pass maps each value to its J symbol
+//! by table lookup and gathers the raw fields with BMI2 `pext`. Scratch buffers live per
+//! thread. The output is byte-identical to the first, exhaustive encoder.
 
 use super::entropy::{
-    decode_symbols, decode_symbols_map16, encode_raw, encode_with_hist, estimate_cost, histogram,
+    StreamPlan, cost_lower_bound, decode_symbols, decode_symbols_map16, encode_planned, encode_raw,
+    histogram, plan,
 };
 use super::{CodecError, FloatKind};
 
@@ -81,13 +88,22 @@ pub fn encode(kind: FloatKind, input: &[u8], out: &mut Vec<u8>) {
 
 /// Code a plane with rANS if that saves at least PLANE_MIN_SAVING, else store it raw.
 fn encode_plane(plane: &[u8], out: &mut Vec<u8>) {
-    let hist = histogram(plane);
-    let est = estimate_cost(&hist);
-    if (est as f64) <= plane.len() as f64 * (1.0 - PLANE_MIN_SAVING) {
-        encode_with_hist(plane, &hist, out);
-    } else {
-        encode_raw(plane, out);
+    encode_plane_hist(plane, &histogram(plane), out);
+}
+
+/// As [`encode_plane`] with the plane's histogram already counted.
+fn encode_plane_hist(plane: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
+    let limit = plane.len() as f64 * (1.0 - PLANE_MIN_SAVING);
+    // Most low planes of F32 weights are near 8 bits of entropy: the cheap lower bound already
+    // rules them out (same decision as the full estimate, which is never below the bound).
+    if cost_lower_bound(hist) as f64 <= limit {
+        let p = plan(hist);
+        if (p.cost() as f64) <= limit {
+            encode_planned(plane, &p, out);
+            return;
+        }
     }
+    encode_raw(plane, out);
 }
 
 fn encode_planes(es: usize, n: usize, input: &[u8], out: &mut Vec<u8>) {
@@ -102,102 +118,458 @@ fn encode_planes(es: usize, n: usize, input: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&input[n * es..]);
 }
 
-/// Top 16 bits of value `i`.
-#[inline(always)]
-fn top16(input: &[u8], es: usize, i: usize) -> u16 {
-    u16::from_le_bytes([input[i * es + es - 2], input[i * es + es - 1]])
+/// Per-thread encoder scratch, reused from chunk to chunk so that encoding allocates nothing
+/// per chunk (fresh 256 KiB buffers cost page faults each time). Sizes are bounded by the chunk
+/// size plus the two fixed 2^16-entry tables.
+struct Scratch {
+    /// Histograms of the top 16 bits of the values (16-bit kinds: even and odd values
+    /// separately, so that runs of equal values do not serialise on one counter; F32: only
+    /// the first); all zeros between calls.
+    h16: [Box<[u32; 1 << 16]>; 2],
+    /// J symbol of each `top16 >> lo_bits`; only the entries of present exponents are written
+    /// (and read) for a chunk.
+    lut: Box<[u8; 1 << 16]>,
+    /// (exponent rank, sign, top `kb` mantissa bits) counts, then coarsened in place.
+    fine: Vec<u32>,
+    syms: Vec<u8>,
+    packed: Vec<u8>,
+    /// F32: the two low byte planes, `n` bytes each.
+    planes: Vec<u8>,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            h16: [(); 2].map(|()| {
+                vec![0u32; 1 << 16]
+                    .into_boxed_slice()
+                    .try_into()
+                    .expect("2^16 entries")
+            }),
+            lut: vec![0u8; 1 << 16]
+                .into_boxed_slice()
+                .try_into()
+                .expect("2^16 entries"),
+            fine: Vec::new(),
+            syms: Vec::new(),
+            packed: Vec::new(),
+            planes: Vec::new(),
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Option<Scratch>> = const { std::cell::RefCell::new(None) };
 }
 
 fn encode_split(lay: Layout, es: usize, n: usize, input: &[u8], out: &mut Vec<u8>) {
-    let mb = lay.mb;
-    let emask = (1u32 << lay.eb) - 1;
-    // Histogram of (exponent, sign, top KB mantissa bits).
-    let kb = mb.min(7);
-    let mut h2 = vec![0u32; 512 << kb];
-    for i in 0..n {
-        let u = top16(input, es, i) as u32;
-        let e = (u >> mb) & emask;
-        let mh = (u & ((1 << mb) - 1)) >> (mb - kb);
-        h2[((((e << 1) | (u >> 15)) << kb) | mh) as usize] += 1;
+    SCRATCH.with_borrow_mut(|sc| {
+        let sc = sc.get_or_insert_with(Scratch::new);
+        encode_split_with(sc, lay, es, n, input, out);
+    });
+}
+
+/// Choose `k` and `sj` minimising (estimated J stream + packed fields), exactly as an
+/// exhaustive search would (minimum cost, ties to the smaller sj, then the smaller k), but
+/// estimating only candidates whose entropy lower bound does not already exceed the best cost
+/// found: typically 2-4 of the up to 16. Returns (k, sj, plan of the J stream).
+fn choose_decomposition(
+    fine: &mut [u32],
+    ne: usize,
+    kb: u32,
+    mb: u32,
+    n: usize,
+) -> (u32, u32, StreamPlan) {
+    // g[sj] holds the J histogram at level k (index (jr << k) | top-k mantissa), starting at
+    // k = kb and halved (adjacent pairs summed) for each smaller k.
+    let mut g0: Vec<u32> = Vec::with_capacity(fine.len() / 2);
+    for c in fine.chunks_exact(2 << kb) {
+        let (a, b) = c.split_at(1 << kb);
+        g0.extend(a.iter().zip(b).map(|(x, y)| x + y));
     }
-    let mut rank = [0u8; 256];
-    let mut exps = Vec::new();
-    for e in 0..256usize {
-        if h2[e << (kb + 1)..(e + 1) << (kb + 1)]
-            .iter()
-            .any(|&c| c > 0)
-        {
-            rank[e] = exps.len() as u8;
-            exps.push(e as u8);
+    // (lower bound, sj, k, histogram)
+    let mut cands: Vec<(usize, u32, u32, [u32; 256])> = Vec::with_capacity(16);
+    for sj in 0..2u32 {
+        let g: &mut [u32] = if sj == 0 { &mut g0 } else { &mut *fine };
+        let mut len = ne << (kb + sj);
+        for k in (0..=kb).rev() {
+            if k < kb {
+                for i in 0..len / 2 {
+                    g[i] = g[2 * i] + g[2 * i + 1];
+                }
+                len /= 2;
+            }
+            if len > 256 {
+                continue;
+            }
+            let mut h = [0u32; 256];
+            h[..len].copy_from_slice(&g[..len]);
+            let packed = (n * (mb - k + (1 - sj)) as usize).div_ceil(8);
+            cands.push((cost_lower_bound(&h) + packed, sj, k, h));
         }
+    }
+    // Stable sort: equal bounds keep the (sj, k) order.
+    cands.sort_by_key(|c| c.0);
+    let mut best: Option<(usize, u32, u32, StreamPlan)> = None;
+    for (lb, sj, k, h) in &cands {
+        if best.as_ref().is_some_and(|b| *lb > b.0) {
+            break;
+        }
+        let p = plan(h);
+        let cost = p.cost() + (n * (mb - k + (1 - sj)) as usize).div_ceil(8);
+        let better = best
+            .as_ref()
+            .is_none_or(|b| cost < b.0 || (cost == b.0 && (*sj, *k) < (b.1, b.2)));
+        if better {
+            best = Some((cost, *sj, *k, p));
+        }
+    }
+    let (_, sj, k, p) = best.expect("k = 0 with sj = 0 is always a candidate (ne <= 256)");
+    (k, sj, p)
+}
+
+fn encode_split_with(
+    sc: &mut Scratch,
+    lay: Layout,
+    es: usize,
+    n: usize,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let (eb, mb) = (lay.eb, lay.mb);
+    let vals = &input[..n * es];
+    let [ha, hb] = &mut sc.h16;
+    let (h, h2) = (&mut **ha, &mut **hb);
+    // First pass: counts of (sign, exponent, top COARSE_BITS mantissa bits), 2^12 bins for
+    // BF16/F32 (L1-resident, where the full 2^16 bins are not); for F32 also split off and
+    // count the low planes.
+    let shift = mb - COARSE_BITS;
+    let mut hp = [[0u32; 256]; 2];
+    if es == 2 {
+        hist_top::<2>(vals, shift, h, h2);
+    } else {
+        // Every byte is overwritten below: resizing without clearing skips a memset.
+        sc.planes.resize(2 * n, 0);
+        let (p0, p1) = sc.planes.split_at_mut(n);
+        let mut quads = vals.chunks_exact(8);
+        let mut i = 0;
+        for c in &mut quads {
+            h[(u16::from_le_bytes([c[2], c[3]]) >> shift) as usize] += 1;
+            h2[(u16::from_le_bytes([c[6], c[7]]) >> shift) as usize] += 1;
+            p0[i] = c[0];
+            p1[i] = c[1];
+            p0[i + 1] = c[4];
+            p1[i + 1] = c[5];
+            i += 2;
+        }
+        if let [a, b, c2, c3] = *quads.remainder() {
+            h[(u16::from_le_bytes([c2, c3]) >> shift) as usize] += 1;
+            p0[i] = a;
+            p1[i] = b;
+        }
+        for (hp, p) in hp.iter_mut().zip([&*p0, &*p1]) {
+            if !sample_says_raw(p) {
+                *hp = histogram(p);
+            }
+        }
+    }
+    let mut exps = Vec::with_capacity(1 << eb);
+    let mut kb = collect_exponents(h, h2, eb, mb, shift, &mut exps, &mut sc.fine);
+    // J may hold k > COARSE_BITS mantissa bits only when ne << k <= 256, i.e. ne <= 16: only
+    // then are the finer counts needed (a second pass; rare for weights). Otherwise the
+    // decisions below are exactly those of a search over the full counts.
+    if exps.len() << (COARSE_BITS + 1) <= 256 && kb < mb.min(7) {
+        hist_top_es(vals, es, 0, h, h2);
+        exps.clear();
+        kb = collect_exponents(h, h2, eb, mb, 0, &mut exps, &mut sc.fine);
     }
     let ne = exps.len();
-    // Choose k and whether the sign goes into J, minimising (estimated J stream + packed rest).
-    let mut best = (usize::MAX, 0u32, 0u32, [0u32; 256]);
-    for sj in 0..2u32 {
-        for k in 0..=kb {
-            if ne << (k + sj) > 256 {
-                break;
-            }
-            let mut hj = [0u32; 256];
-            for (ri, &e) in exps.iter().enumerate() {
-                for sign in 0..2usize {
-                    for mh in 0..(1usize << kb) {
-                        let c = h2[((((e as usize) << 1) | sign) << kb) | mh];
-                        let jr = (ri << sj) | (sign & sj as usize);
-                        hj[(jr << k) | (mh >> (kb - k))] += c;
-                    }
-                }
-            }
-            let r = mb - k + (1 - sj);
-            let cost = estimate_cost(&hj) + (n * r as usize).div_ceil(8);
-            if cost < best.0 {
-                best = (cost, k, sj, hj);
-            }
-        }
-    }
-    let (_, k, sj, hj) = best;
+    let (k, sj, jplan) = choose_decomposition(&mut sc.fine, ne, kb, mb, n);
     let lo_bits = mb - k;
     let r = lo_bits + (1 - sj);
-    let lo_mask = (1u32 << lo_bits) - 1;
 
     out.push(MODE_SPLIT);
     out.push((k | (sj << 7)) as u8);
     out.push((ne - 1) as u8);
     out.extend_from_slice(&exps);
 
-    let mut syms = vec![0u8; n];
-    let mut packed = Vec::with_capacity((n * r as usize).div_ceil(8) + 8);
+    // J of every 16-bit pattern of a present exponent, indexed by `top16 >> lo_bits` =
+    // sign << (eb + k) | exponent << k | top k mantissa bits.
+    for (ri, &e) in exps.iter().enumerate() {
+        for sign in 0..2usize {
+            let jr = (ri << sj) | (sign & sj as usize);
+            for mh in 0..1usize << k {
+                sc.lut[(sign << (eb + k)) | ((e as usize) << k) | mh] = ((jr << k) | mh) as u8;
+            }
+        }
+    }
+    let plen = (n * r as usize).div_ceil(8);
+    // Every byte of syms[..n] and packed[..plen] is written below: resizing without clearing
+    // skips a memset. 8 bytes of slack: each group of 8 values stores a whole u64.
+    sc.syms.resize(n, 0);
+    sc.packed.resize(plen + 8, 0);
+    // Field of one value: (sign unless sj) << lo_bits | low lo_bits mantissa bits, i.e. the bits
+    // of `fmask` gathered in order.
+    let fmask = ((1u32 << lo_bits) - 1) | if sj == 0 { 0x8000 } else { 0 };
+    let lut: &[u8; 1 << 16] = &sc.lut;
+    // Groups of 8 fields fit one u64 only for r <= 8 (F16 with small k has up to 11 bits per
+    // field: those chunks take the per-value path below).
+    let grouped = r <= 8;
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if grouped && std::arch::is_x86_feature_detected!("bmi2") {
+        // SAFETY: BMI2 is present (checked just above).
+        done = unsafe {
+            if es == 2 {
+                split_groups_bmi2::<2>(vals, lut, lo_bits, r, fmask, &mut sc.syms, &mut sc.packed)
+            } else {
+                split_groups_bmi2::<4>(vals, lut, lo_bits, r, fmask, &mut sc.syms, &mut sc.packed)
+            }
+        };
+    }
+    if grouped && done == 0 {
+        done = if es == 2 {
+            split_groups::<2>(vals, lut, lo_bits, r, fmask, &mut sc.syms, &mut sc.packed)
+        } else {
+            split_groups::<4>(vals, lut, lo_bits, r, fmask, &mut sc.syms, &mut sc.packed)
+        };
+    }
+    // Remaining values (fewer than 8), bit by bit from the byte boundary where the groups end.
     let mut acc = 0u64;
     let mut nacc = 0u32;
-    for (i, s) in syms.iter_mut().enumerate() {
-        let u = top16(input, es, i) as u32;
-        let e = (u >> mb) & emask;
-        let m = u & ((1 << mb) - 1);
-        let sign = u >> 15;
-        let jr = ((rank[e as usize] as u32) << sj) | (sign & sj);
-        *s = ((jr << k) | (m >> lo_bits)) as u8;
-        let field = ((sign & (1 - sj)) << lo_bits) | (m & lo_mask);
-        acc |= (field as u64) << nacc;
+    let mut at = done / 8 * r as usize;
+    for i in done..n {
+        let u = u16::from_le_bytes([vals[i * es + es - 2], vals[i * es + es - 1]]) as u32;
+        sc.syms[i] = lut[(u >> lo_bits) as usize];
+        acc |= u64::from(gather_bits(u, fmask)) << nacc;
         nacc += r;
         while nacc >= 8 {
-            packed.push(acc as u8);
+            sc.packed[at] = acc as u8;
+            at += 1;
             acc >>= 8;
             nacc -= 8;
         }
     }
     if nacc > 0 {
-        packed.push(acc as u8);
+        sc.packed[at] = acc as u8;
     }
-    encode_with_hist(&syms, &hj, out);
-    out.extend_from_slice(&packed);
-    for b in 0..lay.low_planes {
-        for (i, p) in syms.iter_mut().enumerate() {
-            *p = input[i * es + b];
+    encode_planned(&sc.syms, &jplan, out);
+    out.extend_from_slice(&sc.packed[..plen]);
+    if lay.low_planes == 2 {
+        let (p0, p1) = sc.planes.split_at(n);
+        for (p, hist) in [(p0, &hp[0]), (p1, &hp[1])] {
+            if hist.iter().all(|&c| c == 0) {
+                // Ruled out by the sample (see `sample_says_raw`).
+                encode_raw(p, out);
+            } else {
+                encode_plane_hist(p, hist, out);
+            }
         }
-        encode_plane(&syms, out);
     }
     out.extend_from_slice(&input[n * es..]);
+}
+
+/// Mantissa bits counted in the first histogram pass (see `encode_split_with`): J never holds
+/// more than 3 of them unless a chunk has at most 16 distinct exponents.
+const COARSE_BITS: u32 = 3;
+
+/// Count `top16 >> shift` of every value (of `ES` bytes) into `h` and `h2` (even and odd
+/// values, so that runs of equal values do not serialise on one counter).
+fn hist_top<const ES: usize>(
+    vals: &[u8],
+    shift: u32,
+    h: &mut [u32; 1 << 16],
+    h2: &mut [u32; 1 << 16],
+) {
+    let mut pairs = vals.chunks_exact(2 * ES);
+    for c in &mut pairs {
+        h[(u16::from_le_bytes([c[ES - 2], c[ES - 1]]) >> shift) as usize] += 1;
+        h2[(u16::from_le_bytes([c[2 * ES - 2], c[2 * ES - 1]]) >> shift) as usize] += 1;
+    }
+    let rest = pairs.remainder();
+    if rest.len() >= ES {
+        h[(u16::from_le_bytes([rest[ES - 2], rest[ES - 1]]) >> shift) as usize] += 1;
+    }
+}
+
+fn hist_top_es(
+    vals: &[u8],
+    es: usize,
+    shift: u32,
+    h: &mut [u32; 1 << 16],
+    h2: &mut [u32; 1 << 16],
+) {
+    if es == 2 {
+        hist_top::<2>(vals, shift, h, h2);
+    } else {
+        hist_top::<4>(vals, shift, h, h2);
+    }
+}
+
+/// From counts of `top16 >> shift` in `h + h2`: the present exponents (into `exps`) and the
+/// counts of (rank, sign, top kb mantissa bits) (into `fine`); returns kb. The bins read are
+/// zeroed again for the next call (bins of absent exponents are zero already).
+fn collect_exponents(
+    h: &mut [u32; 1 << 16],
+    h2: &mut [u32; 1 << 16],
+    eb: u32,
+    mb: u32,
+    shift: u32,
+    exps: &mut Vec<u8>,
+    fine: &mut Vec<u32>,
+) -> u32 {
+    let mbs = mb - shift; // mantissa bits left in the index
+    let kb = mbs.min(7);
+    let sub = 1usize << (mbs - kb);
+    let blk_len = 1usize << mbs;
+    fine.clear();
+    for e in 0..1usize << eb {
+        let lo = e << mbs;
+        let hi = (1 << (15 - shift)) | lo;
+        let any = h[lo..lo + blk_len]
+            .iter()
+            .chain(&h[hi..hi + blk_len])
+            .chain(&h2[lo..lo + blk_len])
+            .chain(&h2[hi..hi + blk_len])
+            .fold(0, |a, &c| a | c);
+        if any == 0 {
+            continue;
+        }
+        exps.push(e as u8);
+        for base in [lo, hi] {
+            let blk = &mut h[base..base + blk_len];
+            let blk2 = &mut h2[base..base + blk_len];
+            fine.extend(
+                blk.chunks_exact(sub)
+                    .zip(blk2.chunks_exact(sub))
+                    .map(|(c, d)| c.iter().chain(d).sum::<u32>()),
+            );
+            blk.fill(0);
+            blk2.fill(0);
+        }
+    }
+    kb
+}
+
+/// Values sampled (every `SAMPLE_STEP`-th byte) before a low byte plane is counted in full.
+const SAMPLE_STEP: usize = 8;
+/// A plane whose sample has at least this many bits of plug-in entropy per byte is stored raw
+/// without a full histogram. Coding needs a saving of `PLANE_MIN_SAVING` (3%, i.e. at most
+/// ~7.76 bits per byte before table costs); the plug-in estimate is biased low by about
+/// (255 / (2 ln 2 N)) = 0.02 bits at the 4096-byte minimum sample, and its spread is ~0.01
+/// bit, so a sample at 7.9 bits does not come from a codable plane. Most F32 low planes of
+/// trained weights sit at 7.97-8.0 bits; counting them in full was ~10% of F32 encode time.
+const SAMPLE_RAW_BITS: f64 = 7.9;
+
+/// True when a subsample shows the plane is too close to uniform to be coded (see
+/// `SAMPLE_RAW_BITS`). Planes shorter than 4096 samples are always counted in full.
+fn sample_says_raw(plane: &[u8]) -> bool {
+    if plane.len() < 4096 * SAMPLE_STEP {
+        return false;
+    }
+    let mut h = [0u32; 256];
+    for &b in plane.iter().step_by(SAMPLE_STEP) {
+        h[b as usize] += 1;
+    }
+    let t = f64::from(h.iter().sum::<u32>());
+    let bits: f64 = h
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / t;
+            -p * p.log2()
+        })
+        .sum();
+    bits >= SAMPLE_RAW_BITS
+}
+
+/// The bits of `u` selected by `mask`, packed towards bit 0 in order (a portable `pext`).
+#[inline(always)]
+fn gather_bits(u: u32, mask: u32) -> u32 {
+    // fmask is a run of low bits, optionally plus bit 15.
+    let lo = mask & 0x7fff;
+    let r_lo = lo.count_ones();
+    (u & lo)
+        | if mask & 0x8000 != 0 {
+            (u >> 15) << r_lo
+        } else {
+            0
+        }
+}
+
+/// J symbols and packed fields of whole groups of 8 values (each group's 8 fields are exactly
+/// `r` bytes); returns the number of values done.
+fn split_groups<const ES: usize>(
+    vals: &[u8],
+    lut: &[u8; 1 << 16],
+    shift: u32,
+    r: u32,
+    fmask: u32,
+    syms: &mut [u8],
+    packed: &mut [u8],
+) -> usize {
+    let groups = vals.len() / ES / 8;
+    let ru = r as usize;
+    for (g, (v, s)) in vals
+        .chunks_exact(8 * ES)
+        .zip(syms.chunks_exact_mut(8))
+        .enumerate()
+    {
+        let mut bits = 0u64;
+        for j in 0..8 {
+            let u = u16::from_le_bytes([v[j * ES + ES - 2], v[j * ES + ES - 1]]) as u32;
+            s[j] = lut[(u >> shift) as usize];
+            bits |= u64::from(gather_bits(u, fmask)) << (j as u32 * r);
+        }
+        packed[g * ru..g * ru + 8].copy_from_slice(&bits.to_le_bytes());
+    }
+    groups * 8
+}
+
+/// As [`split_groups`], with BMI2 `pext` gathering the fields of 4 (BF16/F16) or 2 (F32)
+/// values per instruction.
+///
+/// # Safety
+/// The CPU must support BMI2. All memory access is through checked slices.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi2")]
+unsafe fn split_groups_bmi2<const ES: usize>(
+    vals: &[u8],
+    lut: &[u8; 1 << 16],
+    shift: u32,
+    r: u32,
+    fmask: u32,
+    syms: &mut [u8],
+    packed: &mut [u8],
+) -> usize {
+    use std::arch::x86_64::_pext_u64;
+    let groups = vals.len() / ES / 8;
+    let ru = r as usize;
+    let fm = u64::from(fmask);
+    // The field mask on each value's top 16 bits inside 8 little-endian bytes.
+    let m = if ES == 2 {
+        fm | fm << 16 | fm << 32 | fm << 48
+    } else {
+        fm << 16 | fm << 48
+    };
+    let per = (8 / ES) as u32 * r; // field bits per u64 word
+    for (g, (v, s)) in vals
+        .chunks_exact(8 * ES)
+        .zip(syms.chunks_exact_mut(8))
+        .enumerate()
+    {
+        for j in 0..8 {
+            let u = u16::from_le_bytes([v[j * ES + ES - 2], v[j * ES + ES - 1]]) as u32;
+            s[j] = lut[(u >> shift) as usize];
+        }
+        let mut bits = 0u64;
+        for (w, c) in v.chunks_exact(8).enumerate() {
+            let word = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            bits |= _pext_u64(word, m) << (w as u32 * per);
+        }
+        packed[g * ru..g * ru + 8].copy_from_slice(&bits.to_le_bytes());
+    }
+    groups * 8
 }
 
 pub fn decode(kind: FloatKind, input: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
@@ -739,6 +1111,79 @@ mod tests {
                     let dc = unsafe { or_fields_bmi2(r, lo, &packed, &mut c) };
                     or_fields_tail(r, lo, dc, &packed, &mut c);
                     assert_eq!(c, b, "bmi2 r={r} sr={sr}");
+                }
+            }
+        }
+    }
+
+    /// The BMI2 split path and the portable one give the same symbols and packed fields, for
+    /// both value sizes and every field layout (only one of them runs in the round trips).
+    #[test]
+    fn split_paths_agree() {
+        let mut s = 5u64;
+        let vals: Vec<u8> = (0..4096)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 56) as u8
+            })
+            .collect();
+        let mut lut = Box::new([0u8; 1 << 16]);
+        for (i, v) in lut.iter_mut().enumerate() {
+            *v = (i as u32).wrapping_mul(2654435761).rotate_left(7) as u8;
+        }
+        for lo_bits in 0..=7u32 {
+            for sj in 0..=1u32 {
+                let r = lo_bits + (1 - sj);
+                let fmask = ((1u32 << lo_bits) - 1) | if sj == 0 { 0x8000 } else { 0 };
+                for es in [2usize, 4] {
+                    let n = vals.len() / es;
+                    let mut sa = vec![0u8; n];
+                    let mut pa = vec![0u8; n + 8];
+                    let da = if es == 2 {
+                        split_groups::<2>(&vals, &lut, lo_bits, r, fmask, &mut sa, &mut pa)
+                    } else {
+                        split_groups::<4>(&vals, &lut, lo_bits, r, fmask, &mut sa, &mut pa)
+                    };
+                    assert_eq!(da, n / 8 * 8);
+                    // Reference: one value at a time.
+                    let mut bits = Vec::new();
+                    for i in 0..da {
+                        let u = u16::from_le_bytes([vals[i * es + es - 2], vals[i * es + es - 1]])
+                            as u32;
+                        assert_eq!(sa[i], lut[(u >> lo_bits) as usize]);
+                        let f = gather_bits(u, fmask);
+                        bits.extend((0..r).map(|b| (f >> b) & 1));
+                    }
+                    let want: Vec<u8> = bits
+                        .chunks(8)
+                        .map(|c| c.iter().enumerate().map(|(j, &b)| (b << j) as u8).sum())
+                        .collect();
+                    assert_eq!(&pa[..want.len()], &want[..], "es={es} lo={lo_bits} sj={sj}");
+                    #[cfg(target_arch = "x86_64")]
+                    if std::arch::is_x86_feature_detected!("bmi2") {
+                        let mut sb = vec![0u8; n];
+                        let mut pb = vec![0u8; n + 8];
+                        let db = unsafe {
+                            if es == 2 {
+                                split_groups_bmi2::<2>(
+                                    &vals, &lut, lo_bits, r, fmask, &mut sb, &mut pb,
+                                )
+                            } else {
+                                split_groups_bmi2::<4>(
+                                    &vals, &lut, lo_bits, r, fmask, &mut sb, &mut pb,
+                                )
+                            }
+                        };
+                        assert_eq!(db, da);
+                        assert_eq!(sb, sa);
+                        assert_eq!(
+                            &pb[..want.len()],
+                            &want[..],
+                            "bmi2 es={es} lo={lo_bits} sj={sj}"
+                        );
+                    }
                 }
             }
         }
