@@ -61,6 +61,8 @@ pub struct MountArgs {
     pub verbose: u8,
     /// FUSE worker threads (0: default).
     pub threads: usize,
+    /// Kernel readahead of the mount in KiB (0: the kernel's default).
+    pub readahead_kb: u32,
 }
 
 /// Upper bound of the default cache: 1 GiB of decoded chunks (4096 chunks of 256 KiB) is far more
@@ -249,6 +251,7 @@ fn run_inner(args: MountArgs) -> Result<(), MountError> {
             args.threads
         },
         fsname,
+        readahead_kb: args.readahead_kb,
     };
     let ready = if args.foreground {
         None
