@@ -79,7 +79,9 @@ start_upg() {
   "$BIN/upg-mount" "$WORK/drive/model.upg" "$WORK/mnt" -f & UPID=$!
   for _ in $(seq 400); do mountpoint -q "$WORK/mnt" && return 0; sleep 0.05; done; exit 1
 }
-stop_upg() { umount "$WORK/mnt"; wait "$UPID" || true; UPID=""; }
+stop_upg() {   # retried: a process scanning /tmp can hold the mount busy for a moment
+  for _ in 1 2 3 4 5; do umount "$WORK/mnt" 2>/dev/null && break; sleep 0.2; done
+  mountpoint -q "$WORK/mnt" && umount -l "$WORK/mnt"; wait "$UPID" || true; UPID=""; }
 
 # Raw drive speed: dd of the archive with direct I/O.
 drop

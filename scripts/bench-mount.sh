@@ -3,18 +3,18 @@
 #   - FUSE ceiling: examples/noop_fs serving memcpy'd bytes of a file of the same size
 #   - upg-mount: sequential cold read (fresh mount, archive in page cache), warm re-read,
 #     random reads of 4 KiB-1 MiB, safetensors load (numpy, every tensor) vs the plain directory,
-#     daemon peak RSS (VmHWM) -- with the default cache and with --cache-size $SMALL_CACHE
-#     (smaller than the model: shows the RSS bound and the cost of re-decoding)
+#     daemon peak RSS (VmHWM), daemon CPU time of the cold sequential read -- with the default
+#     cache (64 MiB, smaller than the model: shows the RSS bound) and with --cache-size $CACHE2
 #   - the same for a baseline build when UPG_BASE=DIR names a folder holding its upg-mount
 #     (before/after in one run: e.g. a build of the previous commit)
 #   - squashfuse (mksquashfs -comp zstd -b 1M) and lmz mount (PyPI lmzip), if installable
 # Usage: scripts/bench-mount.sh MODEL_DIR   (root, /dev/fuse, python3 with safetensors+numpy+ml_dtypes)
-# Env: REPS (3), SMALL_CACHE (64M), UPG_BASE (unset), SKIP_PEERS=1 (no squashfuse/lmz).
+# Env: REPS (3), CACHE2 (1G), UPG_BASE (unset), SKIP_PEERS=1 (no squashfuse/lmz).
 set -euo pipefail
 MODEL=${1:?usage: scripts/bench-mount.sh MODEL_DIR}
 MODEL=$(realpath "$MODEL")
 REPS=${REPS:-3}
-SMALL_CACHE=${SMALL_CACHE:-64M}
+CACHE2=${CACHE2:-1G}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/upg-bench.XXXXXX)
 PIDS=()
@@ -67,6 +67,10 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$0} END {print a[int((NR+1
 wait_mount() { for _ in $(seq 400); do mountpoint -q "$1" && return 0; sleep 0.05; done; echo "mount of $1 failed" >&2; exit 1; }
 row() { printf '| %-52s | %-26s |\n' "$1" "$2"; }
 hwm() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$1/status"; }
+# daemon CPU time (user + system) in ms: less sensitive to other load than wall-clock rates
+cpums() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$1/stat"; }
+# umount, retried: a process scanning /tmp can hold the mount busy for a moment; lazy at last.
+unmount() { for _ in 1 2 3 4 5; do umount "$1" 2>/dev/null && return 0; sleep 0.2; done; umount -l "$1"; }
 
 echo "packing $MODEL ..." >&2
 "$BIN/upg" pack "$MODEL" -o "$WORK/model.upg" >/dev/null
@@ -77,18 +81,19 @@ declare -A R
 # measure_upg LABEL MOUNT_BINARY [upg-mount args...]
 measure_upg() {
   local label=$1 mbin=$2; shift 2
-  local cold=() warm=() rmib=() rops=() st=() rss=0 h
+  local cold=() warm=() rmib=() rops=() st=() cpu=() rss=0 h c0
   mkdir -p "$WORK/mnt-upg"
   start() { "$mbin" "$WORK/model.upg" "$WORK/mnt-upg" -f "$@" & UPID=$!; PIDS+=($UPID); wait_mount "$WORK/mnt-upg"; }
-  stop() { h=$(hwm "$UPID"); [ "$h" -gt "$rss" ] && rss=$h; umount "$WORK/mnt-upg"; wait "$UPID" || true; }
+  stop() { h=$(hwm "$UPID"); [ "$h" -gt "$rss" ] && rss=$h; unmount "$WORK/mnt-upg"; wait "$UPID" || true; }
   for _ in $(seq "$REPS"); do
-    start "$@"; cold+=("$(rd seq "$WORK/mnt-upg/$STNAME")"); warm+=("$(rd seq "$WORK/mnt-upg/$STNAME")"); stop
+    start "$@"; c0=$(cpums "$UPID"); cold+=("$(rd seq "$WORK/mnt-upg/$STNAME")"); cpu+=($(( $(cpums "$UPID") - c0 )))
+    warm+=("$(rd seq "$WORK/mnt-upg/$STNAME")"); stop
     start "$@"; read -r a b < <(rd rand "$WORK/mnt-upg/$STNAME"); rmib+=("$a"); rops+=("$b"); stop
     start "$@"; st+=("$(rd stload "$WORK/mnt-upg/$STNAME")"); stop
   done
   R[$label.cold]=$(median "${cold[@]}"); R[$label.warm]=$(median "${warm[@]}")
   R[$label.rand]="$(median "${rmib[@]}") MiB/s, $(median "${rops[@]}") reads/s"
-  R[$label.st]=$(median "${st[@]}"); R[$label.rss]=$rss
+  R[$label.st]=$(median "${st[@]}"); R[$label.rss]=$rss; R[$label.cpu]=$(median "${cpu[@]}")
 }
 
 # 1. FUSE ceiling and plain file, interleaved with nothing else running.
@@ -98,18 +103,18 @@ for _ in $(seq "$REPS"); do
   "$BIN/examples/noop_fs" "$ST" "$WORK/mnt-noop" & NPID=$!; PIDS+=($NPID)
   wait_mount "$WORK/mnt-noop"
   noop+=("$(rd seq "$WORK/mnt-noop/data")")
-  umount "$WORK/mnt-noop"; wait "$NPID" || true
+  unmount "$WORK/mnt-noop"; wait "$NPID" || true
   plain+=("$(rd seq "$ST")"); stdir+=("$(rd stload "$ST")")
 done
 R[noop]=$(median "${noop[@]}"); R[plain]=$(median "${plain[@]}"); R[stdir]=$(median "${stdir[@]}")
 
-# 2. upg-mount: this build (default cache, small cache), and the baseline build if given.
+# 2. upg-mount: baseline build (if given), this build with the default cache and with $CACHE2.
 LABELS=(new small)
-measure_upg new "$BIN/upg-mount"
-measure_upg small "$BIN/upg-mount" --cache-size "$SMALL_CACHE"
 if [ -n "${UPG_BASE:-}" ]; then
   measure_upg base "$UPG_BASE/upg-mount"; LABELS=(base new small)
 fi
+measure_upg new "$BIN/upg-mount"
+measure_upg small "$BIN/upg-mount" --cache-size "$CACHE2"
 
 # 3. Peers: squashfuse and lmz mount (installed on demand; skipped with SKIP_PEERS=1).
 R[sqcold]="not installed"; R[sqst]="-"; R[sqsize]="-"
@@ -126,9 +131,9 @@ if [ -z "${SKIP_PEERS:-}" ]; then
     mkdir "$WORK/mnt-sq"; c=(); s=()
     for _ in $(seq "$REPS"); do
       squashfuse "$WORK/model.sqfs" "$WORK/mnt-sq"; wait_mount "$WORK/mnt-sq"
-      c+=("$(rd seq "$WORK/mnt-sq/$STNAME")"); umount "$WORK/mnt-sq"
+      c+=("$(rd seq "$WORK/mnt-sq/$STNAME")"); unmount "$WORK/mnt-sq"
       squashfuse "$WORK/model.sqfs" "$WORK/mnt-sq"; wait_mount "$WORK/mnt-sq"
-      s+=("$(rd stload "$WORK/mnt-sq/$STNAME")"); umount "$WORK/mnt-sq"
+      s+=("$(rd stload "$WORK/mnt-sq/$STNAME")"); unmount "$WORK/mnt-sq"
     done
     R[sqcold]="$(median "${c[@]}") GiB/s"; R[sqst]="$(median "${s[@]}") s"
   fi
@@ -143,8 +148,8 @@ if [ -z "${SKIP_PEERS:-}" ]; then
     lmzmnt() { lmz mount --store "$WORK/lmz" -d -q "$WORK/mnt-lmz" >/dev/null 2>&1; wait_mount "$WORK/mnt-lmz"
                LF=$(find "$WORK/mnt-lmz" -name "$STNAME" | head -1); }
     for _ in $(seq "$REPS"); do
-      lmzmnt; c+=("$(rd seq "$LF")"); umount "$WORK/mnt-lmz"; sleep 0.5
-      lmzmnt; s+=("$(rd stload "$LF")"); umount "$WORK/mnt-lmz"; sleep 0.5
+      lmzmnt; c+=("$(rd seq "$LF")"); unmount "$WORK/mnt-lmz"; sleep 0.5
+      lmzmnt; s+=("$(rd stload "$LF")"); unmount "$WORK/mnt-lmz"; sleep 0.5
     done
     R[lmzcold]="$(median "${c[@]}") GiB/s"; R[lmzst]="$(median "${s[@]}") s"
   fi
@@ -154,6 +159,7 @@ UPG=$(stat -c %s "$WORK/model.upg")
 echo
 echo "Mount benchmark, $(date +%F), $(nproc) cores, $(uname -r), medians of $REPS"
 echo "load average before: $LOAD0; after: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -n "${UPG_BASE:-}" ] && echo "baseline: $UPG_BASE/upg-mount"
 echo "model: $MODEL ($STNAME, $SIZE bytes); archive $UPG bytes; squashfs ${R[sqsize]} bytes; lmz store ${R[lmzsize]} bytes"
 echo
 row "measure" "result"
@@ -163,11 +169,12 @@ row "FUSE ceiling: noop_fs, cold sequential" "${R[noop]} GiB/s"
 row "safetensors load, plain directory" "${R[stdir]} s"
 for l in "${LABELS[@]}"; do
   case $l in
-    base) n="upg-mount, baseline build ($UPG_BASE)";;
+    base) n="baseline";;
     new) n="upg-mount";;
-    small) n="upg-mount --cache-size $SMALL_CACHE";;
+    small) n="--cache-size $CACHE2";;
   esac
   row "$n: sequential cold (fresh mount)" "${R[$l.cold]} GiB/s ($(awk -v a="${R[$l.cold]}" -v b="${R[noop]}" 'BEGIN{printf "%.0f", 100*a/b}')% of noop)"
+  row "$n: daemon CPU for the sequential cold read" "${R[$l.cpu]} ms"
   row "$n: warm re-read (page cache)" "${R[$l.warm]} GiB/s"
   row "$n: random 4 KiB-1 MiB, cold" "${R[$l.rand]}"
   row "$n: safetensors load (fresh mount)" "${R[$l.st]} s"
@@ -178,4 +185,4 @@ row "safetensors load, through squashfuse (fresh)" "${R[sqst]}"
 row "lmz mount sequential cold" "${R[lmzcold]}"
 row "safetensors load, through lmz mount (fresh)" "${R[lmzst]}"
 echo
-echo "rerun: REPS=$REPS SMALL_CACHE=$SMALL_CACHE${UPG_BASE:+ UPG_BASE=$UPG_BASE} scripts/bench-mount.sh $MODEL"
+echo "rerun: REPS=$REPS CACHE2=$CACHE2${UPG_BASE:+ UPG_BASE=$UPG_BASE} scripts/bench-mount.sh $MODEL"

@@ -9,6 +9,9 @@
 //! - Several worker threads, each with its own cloned `/dev/fuse` fd: a read that waits for a
 //!   chunk decode does not hold up lookups or reads of cached chunks.
 //! - Every modifying operation answers `EROFS`.
+//! - Kernel readahead raised to 1 MiB through the mount's bdi on the first open (see
+//!   [`set_bdi_readahead`]); reads are answered from inside the vfs callback, with a slice of the
+//!   cached chunk when they lie in one chunk.
 
 use std::ffi::OsStr;
 use std::io;

@@ -10,10 +10,12 @@
 //!   inside an archive may contain `/`; intermediate directories are synthesised.
 //! - **Attributes**: original size and permission bits with the write bits stripped (the mount
 //!   is read-only); owner is the mounting user; times are the archive file's mtime.
-//! - **Reads** go through [`Archive::read_at`], which decodes only the covering chunks through
-//!   the archive's byte-bounded chunk cache. Each open file handle tracks whether its reads are
-//!   sequential; once they are, the next chunks beyond the read are decoded on a small thread pool
-//!   (read-ahead), bounded so prefetched chunks cannot evict the ones being read.
+//! - **Reads** go through [`Archive::read_with`], which decodes only the covering chunks through
+//!   the archive's byte-bounded chunk cache and hands out a slice of the cached chunk when the
+//!   range lies in one chunk (no copy). The chunks of a read over several chunks are decoded in
+//!   parallel on a small thread pool. Each open file handle tracks whether its reads are
+//!   sequential; once a run covers 1 MiB, the chunks beyond the read are decoded on the same
+//!   pool (read-ahead), bounded so prefetched chunks cannot evict the ones being read.
 //! - **Errors**: one [`VfsError`] enum; [`VfsError::errno`] maps every variant to an errno in one
 //!   exhaustive match. A damaged chunk logs one `tracing::error!` naming the archive, the file
 //!   and the offset, and the read fails with `EIO`; other ranges and files keep working.

@@ -327,7 +327,10 @@ fn short_runs_do_not_prefetch() {
     let fidx = a.file_index("model.safetensors").unwrap();
     let beyond = a.spans(fidx, at + 16384 + 8192, 1).unwrap()[0].chunk;
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(!a.cache().contains(beyond), "read-ahead started on a short run");
+    assert!(
+        !a.cache().contains(beyond),
+        "read-ahead started on a short run"
+    );
     v.release(fh).unwrap();
 }
 

@@ -25,7 +25,7 @@ struct Cli {
     #[arg(short, long)]
     foreground: bool,
     /// Decoded-chunk cache size over all archives: bytes or with K/M/G suffix (default:
-    /// min(1 GiB, MemAvailable/8), at least 64 MiB).
+    /// min(64 MiB per archive, 1 GiB, MemAvailable/8), at least 64 MiB).
     #[arg(long, value_name = "BYTES")]
     cache_size: Option<String>,
     /// Mount options, comma-separated: allow_other, allow_root, ro (always on), nosuid, nodev,
