@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Mount benchmarks in one run, on one model directory (medians of REPS runs, default 3):
-#   - FUSE ceiling: examples/noop_fs serving memcpy'd bytes of a file of the same size
+#   - FUSE ceiling: examples/noop_fs serving memcpy'd bytes of the same file, measured right
+#     before every cold read (the load of other processes changes within a run)
 #   - upg-mount: sequential cold read (fresh mount, archive in page cache), warm re-read,
 #     random reads of 4 KiB-1 MiB, safetensors load (numpy, every tensor) vs the plain directory,
-#     daemon peak RSS (VmHWM), daemon CPU time of the cold sequential read -- with the default
-#     cache (64 MiB, smaller than the model: shows the RSS bound) and with --cache-size $CACHE2
+#     daemon peak RSS (VmHWM), daemon CPU time of the cold sequential and random reads -- with the
+#     defaults (cache 64 MiB, smaller than the model: shows the RSS bound) and with each set of
+#     extra upg-mount arguments in VARIANTS (';'-separated)
 #   - the same for a baseline build when UPG_BASE=DIR names a folder holding its upg-mount
 #     (before/after in one run: e.g. a build of the previous commit)
 #   - squashfuse (mksquashfs -comp zstd -b 1M) and lmz mount (PyPI lmzip), if installable
 # Usage: scripts/bench-mount.sh MODEL_DIR   (root, /dev/fuse, python3 with safetensors+numpy+ml_dtypes)
-# Env: REPS (3), CACHE2 (1G), UPG_BASE (unset), SKIP_PEERS=1 (no squashfuse/lmz).
+# Env: REPS (3), VARIANTS ("--cache-size 1G;--readahead-kb 0"), UPG_BASE (unset), SKIP_PEERS=1 (no squashfuse/lmz).
 set -euo pipefail
 MODEL=${1:?usage: scripts/bench-mount.sh MODEL_DIR}
 MODEL=$(realpath "$MODEL")
 REPS=${REPS:-3}
-CACHE2=${CACHE2:-1G}
+VARIANTS=${VARIANTS:-"--cache-size 1G;--readahead-kb 0"}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/upg-bench.XXXXXX)
 PIDS=()
@@ -81,40 +83,48 @@ declare -A R
 # measure_upg LABEL MOUNT_BINARY [upg-mount args...]
 measure_upg() {
   local label=$1 mbin=$2; shift 2
-  local cold=() warm=() rmib=() rops=() st=() cpu=() rss=0 h c0
+  local cold=() warm=() rmib=() rops=() st=() cpu=() rcpu=() nop=() rss=0 h c0
   mkdir -p "$WORK/mnt-upg"
   start() { "$mbin" "$WORK/model.upg" "$WORK/mnt-upg" -f "$@" & UPID=$!; PIDS+=($UPID); wait_mount "$WORK/mnt-upg"; }
   stop() { h=$(hwm "$UPID"); [ "$h" -gt "$rss" ] && rss=$h; unmount "$WORK/mnt-upg"; wait "$UPID" || true; }
   for _ in $(seq "$REPS"); do
+    nop+=("$(noop_seq)")   # the ceiling right before each cold read: same load
     start "$@"; c0=$(cpums "$UPID"); cold+=("$(rd seq "$WORK/mnt-upg/$STNAME")"); cpu+=($(( $(cpums "$UPID") - c0 )))
     warm+=("$(rd seq "$WORK/mnt-upg/$STNAME")"); stop
-    start "$@"; read -r a b < <(rd rand "$WORK/mnt-upg/$STNAME"); rmib+=("$a"); rops+=("$b"); stop
+    start "$@"; c0=$(cpums "$UPID"); read -r a b < <(rd rand "$WORK/mnt-upg/$STNAME")
+    rmib+=("$a"); rops+=("$b"); rcpu+=($(( $(cpums "$UPID") - c0 ))); stop
     start "$@"; st+=("$(rd stload "$WORK/mnt-upg/$STNAME")"); stop
   done
   R[$label.cold]=$(median "${cold[@]}"); R[$label.warm]=$(median "${warm[@]}")
   R[$label.rand]="$(median "${rmib[@]}") MiB/s, $(median "${rops[@]}") reads/s"
   R[$label.st]=$(median "${st[@]}"); R[$label.rss]=$rss; R[$label.cpu]=$(median "${cpu[@]}")
+  R[$label.rcpu]=$(median "${rcpu[@]}"); R[$label.noop]=$(median "${nop[@]}")
+  ALLNOOP+=("${nop[@]}")
 }
 
-# 1. FUSE ceiling and plain file, interleaved with nothing else running.
-noop=(); plain=(); stdir=()
+# 1. FUSE ceiling (also measured before every cold read below) and the plain file.
 mkdir "$WORK/mnt-noop"
-for _ in $(seq "$REPS"); do
-  "$BIN/examples/noop_fs" "$ST" "$WORK/mnt-noop" & NPID=$!; PIDS+=($NPID)
+noop_seq() {
+  "$BIN/examples/noop_fs" "$ST" "$WORK/mnt-noop" >/dev/null & NPID=$!
   wait_mount "$WORK/mnt-noop"
-  noop+=("$(rd seq "$WORK/mnt-noop/data")")
+  rd seq "$WORK/mnt-noop/data"
   unmount "$WORK/mnt-noop"; wait "$NPID" || true
-  plain+=("$(rd seq "$ST")"); stdir+=("$(rd stload "$ST")")
-done
-R[noop]=$(median "${noop[@]}"); R[plain]=$(median "${plain[@]}"); R[stdir]=$(median "${stdir[@]}")
+}
+ALLNOOP=(); plain=(); stdir=()
+for _ in $(seq "$REPS"); do plain+=("$(rd seq "$ST")"); stdir+=("$(rd stload "$ST")"); done
+R[plain]=$(median "${plain[@]}"); R[stdir]=$(median "${stdir[@]}")
 
-# 2. upg-mount: baseline build (if given), this build with the default cache and with $CACHE2.
-LABELS=(new small)
+# 2. upg-mount: baseline build (if given), this build with defaults and with each variant.
+LABELS=(); declare -A NAME
 if [ -n "${UPG_BASE:-}" ]; then
-  measure_upg base "$UPG_BASE/upg-mount"; LABELS=(base new small)
+  measure_upg base "$UPG_BASE/upg-mount"; LABELS+=(base); NAME[base]="baseline"
 fi
-measure_upg new "$BIN/upg-mount"
-measure_upg small "$BIN/upg-mount" --cache-size "$CACHE2"
+measure_upg new "$BIN/upg-mount"; LABELS+=(new); NAME[new]="upg-mount"
+IFS=';' read -r -a VARS <<< "$VARIANTS"
+for i in "${!VARS[@]}"; do
+  # shellcheck disable=SC2086  # the variant is a list of arguments
+  measure_upg "v$i" "$BIN/upg-mount" ${VARS[$i]}; LABELS+=("v$i"); NAME[v$i]="${VARS[$i]}"
+done
 
 # 3. Peers: squashfuse and lmz mount (installed on demand; skipped with SKIP_PEERS=1).
 R[sqcold]="not installed"; R[sqst]="-"; R[sqsize]="-"
@@ -155,6 +165,7 @@ if [ -z "${SKIP_PEERS:-}" ]; then
   fi
 fi
 
+R[noop]=$(median "${ALLNOOP[@]}")
 UPG=$(stat -c %s "$WORK/model.upg")
 echo
 echo "Mount benchmark, $(date +%F), $(nproc) cores, $(uname -r), medians of $REPS"
@@ -165,18 +176,16 @@ echo
 row "measure" "result"
 row "----------------------------------------------------" "--------------------------"
 row "plain file, page cache (no FUSE)" "${R[plain]} GiB/s"
-row "FUSE ceiling: noop_fs, cold sequential" "${R[noop]} GiB/s"
+row "FUSE ceiling: noop_fs, cold sequential (all runs)" "${R[noop]} GiB/s"
 row "safetensors load, plain directory" "${R[stdir]} s"
 for l in "${LABELS[@]}"; do
-  case $l in
-    base) n="baseline";;
-    new) n="upg-mount";;
-    small) n="--cache-size $CACHE2";;
-  esac
-  row "$n: sequential cold (fresh mount)" "${R[$l.cold]} GiB/s ($(awk -v a="${R[$l.cold]}" -v b="${R[noop]}" 'BEGIN{printf "%.0f", 100*a/b}')% of noop)"
+  n=${NAME[$l]}
+  row "$n: noop_fs ceiling, measured before each cold read" "${R[$l.noop]} GiB/s"
+  row "$n: sequential cold (fresh mount)" "${R[$l.cold]} GiB/s ($(awk -v a="${R[$l.cold]}" -v b="${R[$l.noop]}" 'BEGIN{printf "%.0f", 100*a/b}')% of noop)"
   row "$n: daemon CPU for the sequential cold read" "${R[$l.cpu]} ms"
   row "$n: warm re-read (page cache)" "${R[$l.warm]} GiB/s"
   row "$n: random 4 KiB-1 MiB, cold" "${R[$l.rand]}"
+  row "$n: daemon CPU for the random reads" "${R[$l.rcpu]} ms"
   row "$n: safetensors load (fresh mount)" "${R[$l.st]} s"
   row "$n: daemon peak RSS (VmHWM, max of runs)" "${R[$l.rss]} MiB"
 done
@@ -185,4 +194,4 @@ row "safetensors load, through squashfuse (fresh)" "${R[sqst]}"
 row "lmz mount sequential cold" "${R[lmzcold]}"
 row "safetensors load, through lmz mount (fresh)" "${R[lmzst]}"
 echo
-echo "rerun: REPS=$REPS CACHE2=$CACHE2${UPG_BASE:+ UPG_BASE=$UPG_BASE} scripts/bench-mount.sh $MODEL"
+echo "rerun: REPS=$REPS VARIANTS=\"$VARIANTS\"${UPG_BASE:+ UPG_BASE=$UPG_BASE} scripts/bench-mount.sh $MODEL"

@@ -324,8 +324,13 @@ impl Archive {
                 Ok(f(&data[from..from + take]))
             }
             [.., last] => {
-                let end = (last.file_offset + u64::from(last.len)).min(offset + len as u64);
-                let n = (end - offset) as usize;
+                // Spans lie inside the file and cover the read (clamped), so end > offset and
+                // end - offset <= len.
+                let end = last
+                    .file_offset
+                    .saturating_add(u64::from(last.len))
+                    .min(offset.saturating_add(len as u64));
+                let n = usize::try_from(end.saturating_sub(offset)).unwrap_or(len);
                 ASSEMBLE.with_borrow_mut(|buf| {
                     buf.resize(n, 0);
                     let got = self.read_at(file, offset, &mut buf[..n])?;
