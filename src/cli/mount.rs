@@ -70,8 +70,8 @@ pub struct MountArgs {
 /// per stream) and random re-reads; the kernel page cache holds the served bytes. Larger is
 /// slower, not faster, for streaming: until the cache is full every decoded chunk lands in fresh
 /// memory (page faults, zeroing, memcg charging: ~15% of the daemon's CPU in `perf`), while a full
-/// cache recycles freed chunk buffers. Measured on SmolLM2 (256 MiB): daemon CPU for a cold
-/// sequential read 380 ms with 64 MiB vs 460 ms with a cache holding the whole model.
+/// cache recycles freed chunk buffers. Measured on SmolLM2 (257 MiB, docs/BENCHMARKS.md): daemon
+/// CPU for a cold sequential read 380 ms with 64 MiB vs 440 ms with a 1 GiB cache.
 const DEFAULT_CACHE_PER_ARCHIVE: u64 = 64 << 20;
 /// Upper bound of the default cache: 1 GiB of decoded chunks (4096 chunks of 256 KiB) whatever
 /// the number of archives.
