@@ -1,7 +1,9 @@
 //! Byte-bounded LRU cache of decoded chunks with single-flight decoding.
 //!
-//! - Entries are `Arc<[u8]>`: a reader copies out of an entry without holding the lock, and an
-//!   evicted entry stays alive for readers that still hold it.
+//! - Entries are `Arc<Vec<u8>>`: the decoder's output buffer moves into the cache without a copy
+//!   (`Arc<[u8]>::from(Vec)` would allocate and copy every chunk once more); a reader copies out
+//!   of an entry (or replies with a slice of it) without holding the lock, and an evicted entry
+//!   stays alive for readers that still hold it.
 //! - Budget is in decoded bytes, not entries, because chunks differ in size (a tiny tensor's chunk
 //!   and a full 256 KiB one). The budget may be exceeded by chunks that are being read at this
 //!   moment (they are held by `Arc`), never by cached ones.
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use lru::LruCache;
 
-pub type Bytes = Arc<[u8]>;
+pub type Bytes = Arc<Vec<u8>>;
 type Slot<E> = Arc<OnceLock<Result<Bytes, E>>>;
 
 pub struct ChunkCache<E> {

@@ -9,6 +9,9 @@
 //! - Several worker threads, each with its own cloned `/dev/fuse` fd: a read that waits for a
 //!   chunk decode does not hold up lookups or reads of cached chunks.
 //! - Every modifying operation answers `EROFS`.
+//! - Kernel readahead raised to 1 MiB through the mount's bdi on the first open (see
+//!   [`set_bdi_readahead`]); reads are answered from inside the vfs callback, with a slice of the
+//!   cached chunk when they lie in one chunk.
 
 use std::ffi::OsStr;
 use std::io;
@@ -29,6 +32,11 @@ use crate::vfs::{Attr, Kind, Vfs, VfsError};
 /// kernel may keep names and attributes as long as it likes; a day keeps the values finite (some
 /// kernels clamp very large TTLs) while making revalidation traffic negligible.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Default kernel readahead for the mount: 1 MiB, the largest single FUSE request
+/// (`max_pages` 256); see [`set_bdi_readahead`] for why it matters and docs/BENCHMARKS.md for
+/// the measurement.
+pub const DEFAULT_READAHEAD_KB: u32 = 1024;
 
 /// Who may access the mount besides its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,6 +61,9 @@ pub struct MountConfig {
     pub threads: usize,
     /// Name shown as the mount's source in /proc/mounts.
     pub fsname: String,
+    /// Kernel readahead for the mount in KiB (the bdi's `read_ahead_kb`), 0 to keep the kernel's
+    /// default (128 KiB). See [`set_bdi_readahead`].
+    pub readahead_kb: u32,
 }
 
 /// Parse one `-o` option. `Ok(None)` for options handled elsewhere (allow_other, allow_root, ro).
@@ -145,7 +156,7 @@ impl Mounted {
 
 /// Mount `vfs` on `mountpoint` (the kernel mount is up when this returns Ok).
 pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, cfg: &MountConfig) -> io::Result<Mounted> {
-    let session = fuser::Session::new(UpgFs { vfs }, mountpoint, &config(cfg))?;
+    let session = fuser::Session::new(UpgFs::new(vfs, mountpoint, cfg), mountpoint, &config(cfg))?;
     Ok(Mounted { session })
 }
 
@@ -161,12 +172,57 @@ impl Background {
 
 /// Mount and serve on a background thread.
 pub fn spawn(vfs: Arc<Vfs>, mountpoint: &Path, cfg: &MountConfig) -> io::Result<Background> {
-    fuser::spawn_mount(UpgFs { vfs }, mountpoint, &config(cfg)).map(Background)
+    fuser::spawn_mount(UpgFs::new(vfs, mountpoint, cfg), mountpoint, &config(cfg)).map(Background)
 }
 
 /// The `fuser::Filesystem` over a [`Vfs`].
 pub struct UpgFs {
     vfs: Arc<Vfs>,
+    mountpoint: std::path::PathBuf,
+    readahead_kb: u32,
+    readahead_set: std::sync::Once,
+}
+
+impl UpgFs {
+    fn new(vfs: Arc<Vfs>, mountpoint: &Path, cfg: &MountConfig) -> UpgFs {
+        UpgFs {
+            vfs,
+            mountpoint: std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.into()),
+            readahead_kb: cfg.readahead_kb,
+            readahead_set: std::sync::Once::new(),
+        }
+    }
+}
+
+/// Set the kernel readahead of the FUSE mount at `mountpoint` to `kb` KiB by writing the
+/// mount's bdi (`/sys/class/bdi/MAJ:MIN/read_ahead_kb`, device numbers from
+/// `/proc/self/mountinfo`: a `stat` of the mountpoint would wait for this very daemon).
+///
+/// Why: the kernel offers FUSE at most 128 KiB of readahead in `INIT` and lowers the bdi to what
+/// the daemon answers, so larger requests are only possible by raising the bdi afterwards. With
+/// 1 MiB, a random read of up to 1 MiB is one request whose chunks are decoded in parallel
+/// (instead of up to eight consecutive 128 KiB requests), and a sequential reader gets 1 MiB
+/// requests (a quarter of the per-request overhead). Must run after the `INIT` reply (it caps
+/// the bdi) and before the file's readahead state is set up at open: the first `open` is both.
+/// Needs root (sysfs is root-writable); otherwise the kernel default stays.
+pub fn set_bdi_readahead(mountpoint: &Path, kb: u32) -> io::Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let want = mountpoint.to_string_lossy();
+    // Fields: id parent MAJ:MIN root mountpoint ...; spaces in paths are written as \040.
+    // The last matching line is the mount on top.
+    let dev = info
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let mp = f.get(4)?.replace("\\040", " ");
+            (mp == want).then(|| f.get(2).map(|d| d.to_string()))?
+        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "mount not in mountinfo"))?;
+    std::fs::write(
+        format!("/sys/class/bdi/{dev}/read_ahead_kb"),
+        kb.to_string(),
+    )
 }
 
 fn errno(e: &VfsError) -> Errno {
@@ -201,6 +257,9 @@ fn file_type(k: Kind) -> FileType {
 }
 
 impl Filesystem for UpgFs {
+    /// fuser's defaults stay: `max_background` 16 (congestion at 12) already keeps sixteen
+    /// 1 MiB readahead requests in flight, more than two cores decode at once; `max_write` is
+    /// irrelevant (read-only). The readahead size is set later (see [`set_bdi_readahead`]).
     fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> io::Result<()> {
         Ok(())
     }
@@ -309,6 +368,14 @@ impl Filesystem for UpgFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.readahead_kb > 0 {
+            self.readahead_set.call_once(|| {
+                match set_bdi_readahead(&self.mountpoint, self.readahead_kb) {
+                    Ok(()) => tracing::debug!("kernel readahead {} KiB", self.readahead_kb),
+                    Err(e) => tracing::info!("kernel readahead left at default: {e}"),
+                }
+            });
+        }
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
         match self.vfs.open(ino.0, write) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
@@ -327,9 +394,16 @@ impl Filesystem for UpgFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.vfs.read(ino.0, fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(&e)),
+        // The reply is sent from inside the vfs callback: a read within one chunk goes out as a
+        // slice of the cached chunk, with no copy in the daemon.
+        let mut reply = Some(reply);
+        let sent = self.vfs.read_with(ino.0, fh.0, offset, size, |data| {
+            if let Some(r) = reply.take() {
+                r.data(data)
+            }
+        });
+        if let (Err(e), Some(r)) = (sent, reply.take()) {
+            r.error(errno(&e));
         }
     }
 

@@ -10,10 +10,12 @@
 //!   inside an archive may contain `/`; intermediate directories are synthesised.
 //! - **Attributes**: original size and permission bits with the write bits stripped (the mount
 //!   is read-only); owner is the mounting user; times are the archive file's mtime.
-//! - **Reads** go through [`Archive::read_at`], which decodes only the covering chunks through
-//!   the archive's byte-bounded chunk cache. Each open file handle tracks whether its reads are
-//!   sequential; once they are, the next chunks beyond the read are decoded on a small thread pool
-//!   (read-ahead), bounded so prefetched chunks cannot evict the ones being read.
+//! - **Reads** go through [`Archive::read_with`], which decodes only the covering chunks through
+//!   the archive's byte-bounded chunk cache and hands out a slice of the cached chunk when the
+//!   range lies in one chunk (no copy). The chunks of a read over several chunks are decoded in
+//!   parallel on a small thread pool. Each open file handle tracks whether its reads are
+//!   sequential; once a run covers 1 MiB, the chunks beyond the read are decoded on the same
+//!   pool (read-ahead), bounded so prefetched chunks cannot evict the ones being read.
 //! - **Errors**: one [`VfsError`] enum; [`VfsError::errno`] maps every variant to an errno in one
 //!   exhaustive match. A damaged chunk logs one `tracing::error!` naming the archive, the file
 //!   and the offset, and the read fails with `EIO`; other ranges and files keep working.
@@ -109,6 +111,13 @@ pub const DEFAULT_READAHEAD: u64 = 2 << 20;
 /// requests for one file arrive slightly out of order.
 const SEQ_SLACK: u64 = 1 << 20;
 
+/// Sequential bytes a handle must have read before read-ahead starts: 1 MiB is the largest
+/// single request the kernel sends (`max_pages` 256), so a random read of up to 1 MiB -- one
+/// request, or several consecutive ones with a smaller kernel readahead -- never triggers
+/// speculative decoding; a streaming reader loses read-ahead only for its first MiB, which the
+/// kernel's own readahead covers.
+const PREFETCH_START: u64 = 1 << 20;
+
 /// Prefetch jobs queued or running at once, over all handles: keeps a burst of readers from
 /// queueing unbounded work (each job holds one decoded chunk at most).
 const MAX_PREFETCH_INFLIGHT: usize = 64;
@@ -202,6 +211,8 @@ struct Handle {
     streak: u32,
     /// Read-ahead has been requested up to this file offset.
     prefetched_to: u64,
+    /// Where the current sequential run started.
+    run_start: u64,
 }
 
 /// Options of a mounted tree.
@@ -211,7 +222,7 @@ pub struct VfsOptions {
     pub cache_bytes: usize,
     /// Read-ahead window in bytes (0 disables read-ahead).
     pub readahead: u64,
-    /// Threads decoding read-ahead chunks (0: one per core).
+    /// Threads decoding read-ahead chunks and the chunks of multi-chunk reads (0: one per core).
     pub prefetch_threads: usize,
     pub uid: u32,
     pub gid: u32,
@@ -411,15 +422,13 @@ impl Vfs {
         } else {
             opts.prefetch_threads
         };
-        let pool = if opts.readahead > 0 {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("upg-prefetch-{i}"))
-                .build()
-                .ok()
-        } else {
-            None
-        };
+        // Decodes read-ahead chunks and the extra chunks of a read over several chunks. Without
+        // it (the pool failed to start) reads still work, one chunk after the other.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("upg-decode-{i}"))
+            .build()
+            .ok();
         Ok(Vfs {
             archives,
             nodes,
@@ -569,6 +578,7 @@ impl Vfs {
                 next: 0,
                 streak: 0,
                 prefetched_to: 0,
+                run_start: 0,
             },
         );
         Ok(fh)
@@ -607,6 +617,19 @@ impl Vfs {
     /// detection, which starts read-ahead. An unknown handle still reads (the kernel may read
     /// with a handle of another open of the same file); it just gets no read-ahead.
     pub fn read(&self, ino: u64, fh: u64, offset: u64, len: u32) -> Result<Vec<u8>, VfsError> {
+        self.read_with(ino, fh, offset, len, <[u8]>::to_vec)
+    }
+
+    /// [`Vfs::read`] without the copy: `f` gets the bytes (a slice of a cached chunk when the
+    /// range lies in one chunk) and its result is returned. The FUSE adapter replies from `f`.
+    pub fn read_with<R>(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        len: u32,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, VfsError> {
         let (m, file, size) = self.file_of(ino)?;
         let end = offset
             .saturating_add(u64::from(len.min(MAX_READ)))
@@ -623,10 +646,15 @@ impl Vfs {
                 self.prefetch(m, file, from, to);
             }
         }
-        self.read_at(ino, offset, len)
+        self.read_at_with(ino, offset, len, f)
     }
 
     /// Update a handle with a read of `[offset, end)`; returns the range to prefetch, if any.
+    ///
+    /// Read-ahead starts once a sequential run covers [`PREFETCH_START`] (or the whole window,
+    /// if smaller) and then grows with the run, like the kernel's own readahead: the window is
+    /// min(`readahead`, bytes read in this run). So a random read, which the kernel splits into
+    /// several consecutive requests, decodes nothing beyond what it asked for.
     fn advance(h: &mut Handle, offset: u64, end: u64, readahead: u64) -> Option<(u64, u64)> {
         let near = offset <= h.next.saturating_add(SEQ_SLACK)
             && offset.saturating_add(SEQ_SLACK) >= h.next;
@@ -635,19 +663,21 @@ impl Vfs {
         } else {
             h.streak = 0;
             h.prefetched_to = 0;
+            h.run_start = offset;
         }
         h.next = h.next.max(end);
         if !near {
             h.next = end;
         }
-        // Two sequential reads in a row (the first read at the start counts when offset == 0).
-        if h.streak < 1 {
+        let run = h.next.saturating_sub(h.run_start);
+        if h.streak < 1 || run < readahead.min(PREFETCH_START) {
             return None;
         }
+        let window = readahead.min(run);
         let from = h.prefetched_to.max(end);
-        let to = end.saturating_add(readahead);
+        let to = end.saturating_add(window);
         // Only top up when at least half the window is consumed: fewer, larger batches.
-        if from >= to || to - from < readahead / 2 {
+        if from >= to || to - from < window / 2 {
             return None;
         }
         h.prefetched_to = to;
@@ -684,20 +714,42 @@ impl Vfs {
     /// [`MAX_READ`]; empty at or past EOF). A damaged range fails with [`VfsError::Read`],
     /// logged once here.
     pub fn read_at(&self, ino: u64, offset: u64, len: u32) -> Result<Vec<u8>, VfsError> {
+        self.read_at_with(ino, offset, len, <[u8]>::to_vec)
+    }
+
+    /// [`Vfs::read_at`] handing the bytes to `f` instead of copying them out. The chunks of a
+    /// read over several chunks are decoded in parallel: all but the first go to the decode
+    /// pool while this thread decodes the first (whoever comes first decodes a chunk, the
+    /// others wait for it, so a queued job that starts late costs nothing).
+    pub fn read_at_with<R>(
+        &self,
+        ino: u64,
+        offset: u64,
+        len: u32,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, VfsError> {
         let (m, file, size) = self.file_of(ino)?;
         let end = offset
             .saturating_add(u64::from(len.min(MAX_READ)))
             .min(size);
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(f(&[]));
+        }
+        if let (Some(pool), Ok(spans)) = (&self.pool, m.archive.spans(file, offset, end - offset)) {
+            for s in spans.iter().skip(1) {
+                if !m.archive.cache().contains(s.chunk) {
+                    let (a, id) = (m.archive.clone(), s.chunk);
+                    // Errors are not cached: the reader below decodes again and reports them.
+                    pool.spawn(move || drop(a.chunk(id)));
+                }
+            }
         }
         // end - offset <= MAX_READ, fits in usize.
-        let mut buf = vec![0u8; (end - offset) as usize];
-        match m.archive.read_at(file, offset, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                Ok(buf)
-            }
+        match m
+            .archive
+            .read_with(file, offset, (end - offset) as usize, f)
+        {
+            Ok(r) => Ok(r),
             Err(e) => {
                 let (fname, at) = match &e {
                     ArchiveError::Read { file, offset, .. } => (file.clone(), *offset),

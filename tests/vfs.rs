@@ -279,18 +279,58 @@ fn sequential_reads_prefetch_following_chunks() {
     let st = v.lookup_path("model.safetensors").unwrap();
     let fh = v.open(st.ino, false).unwrap();
     let orig = std::fs::read(f.model.join("model.safetensors")).unwrap();
-    for i in 0..4u64 {
+    // Read-ahead starts once the run covers the window (64 KiB here).
+    for i in 0..8u64 {
         let got = v.read(st.ino, fh, i * 8192, 8192).unwrap();
         assert_eq!(got, orig[(i * 8192) as usize..((i + 1) * 8192) as usize]);
     }
     // Chunks just beyond the last read were requested in the background.
     let fidx = a.file_index("model.safetensors").unwrap();
-    let ahead = a.spans(fidx, 4 * 8192 + 16384, 1).unwrap()[0].chunk;
+    let ahead = a.spans(fidx, 8 * 8192 + 16384, 1).unwrap()[0].chunk;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !a.cache().contains(ahead) {
         assert!(std::time::Instant::now() < deadline, "no read-ahead");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    v.release(fh).unwrap();
+}
+
+#[test]
+fn short_runs_do_not_prefetch() {
+    // A random read that the kernel splits into a few consecutive requests must not start
+    // read-ahead: the run (16 KiB) is shorter than the window (64 KiB).
+    let f = fixture(7, 4096);
+    let a = Arc::new(
+        Archive::open_with(
+            &f.archive,
+            OpenOptions {
+                cache_bytes: 1 << 20,
+            },
+        )
+        .unwrap(),
+    );
+    let v = Vfs::from_archives(
+        vec![(None, a.clone())],
+        VfsOptions {
+            cache_bytes: 1 << 20,
+            readahead: 64 << 10,
+            prefetch_threads: 2,
+            ..VfsOptions::default()
+        },
+    )
+    .unwrap();
+    let st = v.lookup_path("model.safetensors").unwrap();
+    let fh = v.open(st.ino, false).unwrap();
+    let at = 40_000u64;
+    v.read(st.ino, fh, at, 8192).unwrap();
+    v.read(st.ino, fh, at + 8192, 8192).unwrap();
+    let fidx = a.file_index("model.safetensors").unwrap();
+    let beyond = a.spans(fidx, at + 16384 + 8192, 1).unwrap()[0].chunk;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !a.cache().contains(beyond),
+        "read-ahead started on a short run"
+    );
     v.release(fh).unwrap();
 }
 

@@ -1,6 +1,7 @@
 //! Random-access reader: `Archive::open` validates the footer and the whole index up front, then
 //! `read_at(file, offset, buf)` serves any range, thread-safe from `&self`.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -171,12 +172,26 @@ impl Archive {
             .chunks
             .get(id as usize)
             .ok_or_else(|| ArchiveError::NoSuchFile(format!("chunk {id}")))?;
-        let mut stored = vec![0u8; rec.stored_len as usize];
-        self.file
-            .read_exact_at(&mut stored, rec.offset)
-            .map_err(|e| ArchiveError::io(&self.path, e))?;
+        STORED.with_borrow_mut(|stored| {
+            // Reused per thread: a fresh 100-300 KiB buffer per chunk is above glibc's mmap
+            // threshold, so each one would be mapped, page-faulted and zeroed, then unmapped.
+            stored.resize(rec.stored_len as usize, 0);
+            self.file
+                .read_exact_at(stored, rec.offset)
+                .map_err(|e| ArchiveError::io(&self.path, e))?;
+            self.check_decode(id, &rec, stored)
+        })
+    }
+
+    /// Check a chunk's stored bytes, decode them, check the result.
+    fn check_decode(
+        &self,
+        id: u32,
+        rec: &ChunkRecord,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, ArchiveError> {
         let (archive, offset) = (self.path.clone(), rec.offset);
-        if xxh3_64(&stored) != rec.stored_hash {
+        if xxh3_64(stored) != rec.stored_hash {
             return Err(ArchiveError::StoredChecksum {
                 archive,
                 chunk: id,
@@ -194,7 +209,7 @@ impl Archive {
         })?;
         let mut out = vec![0u8; rec.decoded_len as usize];
         codec
-            .decode(&stored, &mut out)
+            .decode(stored, &mut out)
             .map_err(|source| ArchiveError::Decode {
                 archive: archive.clone(),
                 chunk: id,
@@ -214,7 +229,7 @@ impl Archive {
     /// The decoded chunk, through the cache (decoded once however many threads ask).
     pub fn chunk(&self, id: u32) -> Result<Bytes, ArchiveError> {
         self.cache
-            .get_or_decode(id, || self.decode_chunk_uncached(id).map(Bytes::from))
+            .get_or_decode(id, || self.decode_chunk_uncached(id).map(Bytes::new))
     }
 
     /// The chunks covering `[offset, offset+len)` of file `file`, clamped to the file size.
@@ -282,6 +297,49 @@ impl Archive {
         Ok(n)
     }
 
+    /// Call `f` with the bytes of file `file` in `[offset, offset + len)`, clamped to the file
+    /// size (empty at or past EOF). A range inside one chunk is handed out as a slice of the
+    /// cached chunk, without a copy; a range over several chunks is assembled in a per-thread
+    /// buffer that is reused from call to call (a fresh buffer per FUSE request would be
+    /// page-faulted and zeroed each time). Errors as in [`Archive::read_at`].
+    pub fn read_with<R>(
+        &self,
+        file: usize,
+        offset: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ArchiveError> {
+        let spans = self.spans(file, offset, len as u64)?;
+        match spans.as_slice() {
+            [] => Ok(f(&[])),
+            [s] => {
+                let data = self.chunk(s.chunk).map_err(|e| ArchiveError::Read {
+                    file: self.index.files[file].path.clone(),
+                    offset: s.file_offset.max(offset),
+                    source: Box::new(e),
+                })?;
+                // offset >= s.file_offset and the span is clamped to the read: in bounds.
+                let from = (offset - s.file_offset) as usize;
+                let take = (s.len as usize - from).min(len);
+                Ok(f(&data[from..from + take]))
+            }
+            [.., last] => {
+                // Spans lie inside the file and cover the read (clamped), so end > offset and
+                // end - offset <= len.
+                let end = last
+                    .file_offset
+                    .saturating_add(u64::from(last.len))
+                    .min(offset.saturating_add(len as u64));
+                let n = usize::try_from(end.saturating_sub(offset)).unwrap_or(len);
+                ASSEMBLE.with_borrow_mut(|buf| {
+                    buf.resize(n, 0);
+                    let got = self.read_at(file, offset, &mut buf[..n])?;
+                    Ok(f(&buf[..got]))
+                })
+            }
+        }
+    }
+
     /// Tensor segments of a safetensors file in header order, with their stored/decoded sizes.
     pub fn segment_sizes(&self, file: usize) -> Vec<(SegmentKind, u64, u64, Option<Codec>)> {
         let Some(f) = self.index.files.get(file) else {
@@ -303,6 +361,13 @@ impl Archive {
             })
             .collect()
     }
+}
+
+thread_local! {
+    /// Stored bytes of the chunk being decoded on this thread (see `decode_chunk_uncached`).
+    static STORED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Reply buffer for reads over several chunks (see [`Archive::read_with`]).
+    static ASSEMBLE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Read a whole stored file (for `unpack`, `verify` and tests).

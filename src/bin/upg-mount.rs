@@ -25,7 +25,7 @@ struct Cli {
     #[arg(short, long)]
     foreground: bool,
     /// Decoded-chunk cache size over all archives: bytes or with K/M/G suffix (default:
-    /// min(1 GiB, MemAvailable/8), at least 64 MiB).
+    /// min(64 MiB per archive, 1 GiB, MemAvailable/8), at least 64 MiB).
     #[arg(long, value_name = "BYTES")]
     cache_size: Option<String>,
     /// Mount options, comma-separated: allow_other, allow_root, ro (always on), nosuid, nodev,
@@ -38,6 +38,10 @@ struct Cli {
     /// FUSE worker threads (default: two per core, 4 to 16).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Kernel readahead for the mount in KiB, set through the mount's bdi (needs root; 0 keeps
+    /// the kernel's 128 KiB). 1024 lets one request carry a whole 1 MiB read.
+    #[arg(long, value_name = "KIB", default_value_t = upg::fuse::DEFAULT_READAHEAD_KB)]
+    readahead_kb: u32,
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         log_file: cli.log_file,
         verbose: cli.verbose,
         threads: cli.threads,
+        readahead_kb: cli.readahead_kb,
     });
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }

@@ -122,6 +122,7 @@ fn try_mount(a: &std::sync::Arc<Archive>, mnt: &Path) -> Result<crate::fuse::Bac
         options: Vec::new(),
         threads: 2,
         fsname: format!("upg:{}", a.path().display()),
+        readahead_kb: crate::fuse::DEFAULT_READAHEAD_KB,
     };
     crate::fuse::spawn(std::sync::Arc::new(vfs), mnt, &cfg).map_err(|e| e.to_string())
 }
