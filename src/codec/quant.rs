@@ -19,13 +19,13 @@
 //!   the codebook lacks), so non-finite weights round-trip bit for bit.
 //! - Decoding is a 256-entry table lookup straight to output-dtype bits.
 //!
-//! Stream layout (version 1), all integers little-endian:
+//! Stream layout (version 2), all integers little-endian:
 //! ```text
-//! u8 version (=1) | u8 preset | u8 output kind | u8 mode (0 linear, 1 codebook)
+//! u8 version (=2) | u8 preset | u8 output kind | u8 mode (0 linear, 1 codebook)
 //! u32 group size (elements sharing one step; 0 = the whole chunk)
 //! varint element count | f64 step
 //! mode 1 only: u8 codebook length L (0..=255) | L x i8 codebook values
-//! u32 len | symbol section (see `entropy_encode`: u8 tag 0 raw / 2 rANS, then payload)
+//! u32 len | symbol section (u8 tag 3, then a `codec::entropy` symbol stream)
 //! u32 len | escape section: per escape symbol, varint v; v = 0: raw value bits follow,
 //!                            v >= 1: zigzag(q) = 254 + v (linear mode only)
 //! ```
@@ -40,7 +40,7 @@ use half::{bf16, f16};
 use super::{CodecError, FloatKind};
 
 /// Current stream version written by `encode_chunk`.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const ESC: u8 = 255;
 const MODE_LINEAR: u8 = 0;
 const MODE_CODEBOOK: u8 = 1;
@@ -526,44 +526,31 @@ fn put_section(out: &mut Vec<u8>, sec: &[u8]) -> Result<(), CodecError> {
     Ok(())
 }
 
-const ENT_RAW: u8 = 0;
-const ENT_RANS: u8 = 2;
+/// Symbol-section coder tag: the lossless float coder's order-0 rANS (`codec::entropy`, 32
+/// interleaved lanes with an AVX2 decoder; it stores the symbols raw itself when coding does
+/// not pay). Tag 2, a 4-lane rANS local to this module, was replaced in stream version 2: the
+/// shared coder decodes 2.5-3.5x faster at the same size (docs/QUANT.md).
+const ENT_RANS: u8 = 3;
 
-/// Entropy-codes the byte symbols behind a one-byte coder tag. The one place to swap in the
-/// tuned rANS/tANS coder of `codec::entropy` (branch `float`): give it a new tag here and in
-/// `entropy_decode`; streams with the old tags stay decodable.
 fn entropy_encode(syms: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let mut r = Vec::new();
-    rans::encode(syms, &mut r);
-    if r.len() < syms.len() {
-        out.push(ENT_RANS);
-        out.extend_from_slice(&r);
-    } else {
-        out.push(ENT_RAW);
-        out.extend_from_slice(syms);
-    }
+    out.push(ENT_RANS);
+    crate::codec::entropy::encode_symbols(syms, out);
     Ok(())
 }
 
-/// Decodes exactly `out.len()` symbols.
+/// Decodes exactly `out.len()` symbols; the section must hold exactly their stream.
 fn entropy_decode(input: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
     let (&tag, body) = input
         .split_first()
         .ok_or(CodecError::Truncated("symbol section tag"))?;
-    match tag {
-        ENT_RAW => {
-            if body.len() != out.len() {
-                return Err(CodecError::LengthMismatch {
-                    expected: out.len(),
-                    got: body.len(),
-                });
-            }
-            out.copy_from_slice(body);
-            Ok(())
-        }
-        ENT_RANS => rans::decode(body, out),
-        _ => Err(CodecError::Corrupt("unknown symbol coder")),
+    if tag != ENT_RANS {
+        return Err(CodecError::Corrupt("unknown symbol coder"));
     }
+    let used = crate::codec::entropy::decode_symbols(body, out)?;
+    if used != body.len() {
+        return Err(CodecError::Corrupt("trailing bytes after symbol stream"));
+    }
+    Ok(())
 }
 
 /// Output-dtype bits of every non-escape symbol.
@@ -670,32 +657,24 @@ pub fn decode(kind: FloatKind, input: &[u8], out: &mut [u8]) -> Result<(), Codec
         return Err(CodecError::Corrupt("trailing bytes after quant stream"));
     }
     let lut = build_lut(kind, mode, step, &codebook);
+    if es == 2 {
+        return decode16(mode, &codebook, &lut, sym_sec, esc_sec, kind, step, out);
+    }
     SYMS.with(|cell| {
         let mut syms = cell.borrow_mut();
         syms.clear();
         syms.resize(n, 0);
         entropy_decode(sym_sec, &mut syms)?;
         if mode == MODE_CODEBOOK && codebook.len() < 255 {
-            let l = codebook.len() as u8;
-            if syms.iter().any(|&s| s >= l && s != ESC) {
+            // Every symbol must be a codebook index or ESC. Adding 1 (mod 256) maps ESC to 0
+            // and index i to i + 1, so one branch-free (vectorised) max checks them all.
+            let top = syms.iter().map(|&s| s.wrapping_add(1)).max().unwrap_or(0);
+            if usize::from(top) > codebook.len() {
                 return Err(CodecError::Corrupt("symbol outside codebook"));
             }
         }
         let mut esc = Reader { b: esc_sec };
-        let mut next_escape = |o: &mut [u8]| -> Result<(), CodecError> {
-            let v = esc.varint("escape")?;
-            if v == 0 {
-                o.copy_from_slice(esc.take(o.len(), "escape raw value")?);
-            } else if mode == MODE_LINEAR {
-                let zz = v
-                    .checked_add(254)
-                    .ok_or(CodecError::Corrupt("escape overflow"))?;
-                o.copy_from_slice(&to_bits(kind, unzigzag(zz) as f64 * step)[..o.len()]);
-            } else {
-                return Err(CodecError::Corrupt("integer escape in codebook mode"));
-            }
-            Ok(())
-        };
+        let mut next_escape = |o: &mut [u8]| esc.next_escape(mode, kind, step, o);
         match es {
             2 => expand::<2>(&syms, out, &lut, &mut next_escape)?,
             4 => expand::<4>(&syms, out, &lut, &mut next_escape)?,
@@ -708,6 +687,100 @@ pub fn decode(kind: FloatKind, input: &[u8], out: &mut [u8]) -> Result<(), Codec
     })
 }
 
+impl Reader<'_> {
+    /// Writes the next escaped value (output-dtype bits, `o.len()` bytes) into `o`.
+    fn next_escape(
+        &mut self,
+        mode: u8,
+        kind: FloatKind,
+        step: f64,
+        o: &mut [u8],
+    ) -> Result<(), CodecError> {
+        let v = self.varint("escape")?;
+        if v == 0 {
+            o.copy_from_slice(self.take(o.len(), "escape raw value")?);
+        } else if mode == MODE_LINEAR {
+            let zz = v
+                .checked_add(254)
+                .ok_or(CodecError::Corrupt("escape overflow"))?;
+            o.copy_from_slice(&to_bits(kind, unzigzag(zz) as f64 * step)[..o.len()]);
+        } else {
+            return Err(CodecError::Corrupt("integer escape in codebook mode"));
+        }
+        Ok(())
+    }
+}
+
+/// Stand-ins written for ESC and for out-of-codebook symbols by the fused 16-bit path, then
+/// replaced or rejected. Both are NaN bit patterns in BF16 and in F16 (exponent all ones,
+/// mantissa non-zero), and a table entry is always the rounding of a finite value, which can
+/// overflow to infinity but never become NaN — so no real symbol maps to either.
+const SENT_ESC: u16 = 0x7fff;
+const SENT_BAD: u16 = 0x7ffe;
+
+/// BF16/F16 output: the entropy decoder writes each symbol's 16-bit table value straight into
+/// `out` (no symbol buffer, no second pass), then the rare escapes are patched in order.
+#[allow(clippy::too_many_arguments)]
+fn decode16(
+    mode: u8,
+    codebook: &[i8],
+    lut: &[[u8; 8]],
+    sym_sec: &[u8],
+    esc_sec: &[u8],
+    kind: FloatKind,
+    step: f64,
+    out: &mut [u8],
+) -> Result<(), CodecError> {
+    let mut map = [0u32; 256];
+    for (m, e) in map.iter_mut().zip(lut) {
+        *m = u32::from(u16::from_le_bytes([e[0], e[1]]));
+    }
+    if mode == MODE_CODEBOOK {
+        for m in map.iter_mut().take(usize::from(ESC)).skip(codebook.len()) {
+            *m = u32::from(SENT_BAD);
+        }
+    }
+    map[usize::from(ESC)] = u32::from(SENT_ESC);
+    let (&tag, body) = sym_sec
+        .split_first()
+        .ok_or(CodecError::Truncated("symbol section tag"))?;
+    if tag != ENT_RANS {
+        return Err(CodecError::Corrupt("unknown symbol coder"));
+    }
+    let (used, bound) = crate::codec::entropy::decode_symbols_map16(body, &map, out)?;
+    if used != body.len() {
+        return Err(CodecError::Corrupt("trailing bytes after symbol stream"));
+    }
+    if mode == MODE_CODEBOOK && bound > codebook.len() && out.chunks(64).any(|b| holds(b, SENT_BAD))
+    {
+        return Err(CodecError::Corrupt("symbol outside codebook"));
+    }
+    let mut esc = Reader { b: esc_sec };
+    if bound > usize::from(ESC) {
+        let sent = SENT_ESC.to_le_bytes();
+        for blk in out.chunks_mut(64) {
+            if holds(blk, SENT_ESC) {
+                for o in blk.chunks_exact_mut(2) {
+                    if *o == sent {
+                        esc.next_escape(mode, kind, step, o)?;
+                    }
+                }
+            }
+        }
+    }
+    if !esc.b.is_empty() {
+        return Err(CodecError::Corrupt("unused escape bytes"));
+    }
+    Ok(())
+}
+
+/// Whether the little-endian u16 values of `b` include `v`: a branch-free fold over a small
+/// block, which the compiler vectorises (a short-circuiting scan does not).
+fn holds(b: &[u8], v: u16) -> bool {
+    b.chunks_exact(2)
+        .fold(false, |a, x| a | (u16::from_le_bytes([x[0], x[1]]) == v))
+}
+
 fn expand<const W: usize>(
     syms: &[u8],
     out: &mut [u8],
@@ -718,16 +791,20 @@ fn expand<const W: usize>(
     for (d, s) in t.iter_mut().zip(lut) {
         d.copy_from_slice(&s[..W]);
     }
+    // Table lookups first (ESC's entry is a placeholder), then the escapes, which are rare
+    // for the q-presets: the hot loop has no branch and no call.
     for (o, &s) in out.chunks_exact_mut(W).zip(syms) {
-        if s != ESC {
-            o.copy_from_slice(&t[s as usize]);
-        } else {
-            next_escape(o)?;
+        o.copy_from_slice(&t[s as usize]);
+    }
+    if syms.contains(&ESC) {
+        for (o, &s) in out.chunks_exact_mut(W).zip(syms) {
+            if s == ESC {
+                next_escape(o)?;
+            }
         }
     }
     Ok(())
 }
 
-mod rans;
 #[cfg(test)]
 mod tests;

@@ -149,11 +149,12 @@ fn nan_inf_round_trip_bit_exact() {
         let es = kind.elem_size();
         let mut xs = to_bytes(kind, &gaussian(4096, 3, 1.0));
         let specials: Vec<Vec<u8>> = match kind {
-            FloatKind::Bf16 => [0x7fc0u16, 0xffc1, 0x7f80, 0xff80, 0x7f81]
+            // 0x7fff / 0x7ffe are also the fused 16-bit decoder's stand-ins (SENT_ESC, SENT_BAD).
+            FloatKind::Bf16 => [0x7fc0u16, 0xffc1, 0x7f80, 0x7fff, 0x7ffe, 0xff80, 0x7f81]
                 .iter()
                 .map(|v| v.to_le_bytes().to_vec())
                 .collect(),
-            FloatKind::F16 => [0x7e00u16, 0xfe01, 0x7c00, 0xfc00, 0x7c01]
+            FloatKind::F16 => [0x7e00u16, 0xfe01, 0x7c00, 0x7fff, 0x7ffe, 0xfc00, 0x7c01]
                 .iter()
                 .map(|v| v.to_le_bytes().to_vec())
                 .collect(),
@@ -166,7 +167,7 @@ fn nan_inf_round_trip_bit_exact() {
                 .map(|v| v.to_bits().to_le_bytes().to_vec())
                 .collect(),
         };
-        let positions = [0usize, 1, 17, 1000, 4095];
+        let positions = [0usize, 1, 17, 31, 32, 1000, 4095];
         for (i, &pos) in positions.iter().enumerate() {
             let sp = &specials[i % specials.len()];
             xs[pos * es..pos * es + es].copy_from_slice(sp);
