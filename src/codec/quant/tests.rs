@@ -384,3 +384,31 @@ fn bench_decode() {
         );
     }
 }
+
+#[test]
+fn round_away_matches_f64_round() {
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        2.5,
+        -2.5,
+        0.49999999999999994,
+        -0.49999999999999994,
+        4503599627370495.5,
+        4503599627370496.0,
+        -4503599627370497.0,
+        1e300,
+        f64::MIN_POSITIVE,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    xs.extend(gaussian(20000, 9, 300.0));
+    for x in xs {
+        let (a, b) = (super::round_away(x), x.round());
+        assert_eq!(a.to_bits(), b.to_bits(), "{x}");
+    }
+    assert!(super::round_away(f64::NAN).is_nan());
+}
