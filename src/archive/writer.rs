@@ -921,7 +921,6 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         }
         Ok(())
     })?;
-    drop(finish_file);
     bar.finish_and_clear();
 
     summary.chunks = chunks.len() as u64;
