@@ -1,6 +1,8 @@
 //! Streaming writer: `pack(input, output, options)`.
 //!
-//! Pipeline (a sliding window of `threads × WINDOW_PER_THREAD` chunks, in file order):
+//! Pipeline (a sliding window of `threads × WINDOW_PER_THREAD` chunks, in archive order, across
+//! file boundaries: a file's first chunks are encoded while the previous file's last ones are,
+//! so the small files of a model directory do not run one at a time after a drained window):
 //! - the calling thread hands chunk jobs (with recycled buffers) to the rayon pool;
 //! - the pool (`threads` workers) reads each chunk with `pread` and encodes it;
 //! - the calling thread takes the results back in file order: feeds the bytes to the file's
@@ -15,7 +17,7 @@
 //! serial part, as short as possible.
 //!
 //! Memory is therefore bounded by one window of input plus its encoded output (plus per-thread
-//! coder scratch and the index), whatever the shard size. The archive is written to a temporary file beside the output and
+//! coder scratch, the index and a job record of under 64 bytes per chunk), whatever the shard size. The archive is written to a temporary file beside the output and
 //! renamed into place only after the footer is written and synced, so a failed pack (bad input,
 //! disk full, interrupt) never leaves a file under the output name.
 
@@ -65,8 +67,12 @@ fn start_writeback(f: &File) {
     let _ = f;
 }
 
-/// zstd level for non-float data: level 3 (zstd's default) compresses JSON/tokenizers well at
-/// several hundred MB/s; these files are a few MB, so a higher level buys little.
+/// zstd level for non-float data: level 3, zstd's default. Measured 2026-11-22 on MiniLM's
+/// tokenizer.json + vocab.txt (698 KB) in 256 KiB blocks (`zstd -b1 -B262144`, shared 2-core VM):
+/// level 1 335,978 bytes at ~205 MB/s, level 2 324,868 at ~138 MB/s, level 3 324,609 at
+/// ~125 MB/s. Level 1 would save ~2 ms of CPU per model directory (~1% of a BF16 pack) for 3.5%
+/// larger output on these files, level 2 is within noise of level 3 in speed; neither is worth
+/// a lower ratio, and higher levels buy little on files of a few MB.
 pub const ZSTD_LEVEL: u8 = 3;
 
 /// Errors of `pack`; each names the input or output at fault.
