@@ -36,7 +36,8 @@ enum Cmd {
         /// Output archive path (written to a temporary name, renamed when complete).
         #[arg(short, long)]
         output: PathBuf,
-        /// Worker threads (default: all cores).
+        /// Worker threads (default: all cores). The calling thread, which hashes, de-duplicates
+        /// and writes in file order, comes on top and is not counted.
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Decoded chunk size in bytes: the unit of random access (multiple of 4096).
