@@ -36,6 +36,12 @@
 //! is branchless, the table scale is searched downwards from 12 and normalisation uses a heap.
 //! All of it writes exactly the bytes of the first (division-based) encoder.
 //!
+//! # Decoder speed
+//!
+//! The decode hot loop has a scalar, an AVX2 and an AVX-512 (F + BW) version, picked at run
+//! time (`Simd`); all give the same output and errors (tested by forcing each). Measurements
+//! in docs/CODEC.md, "Decode speed at the product level".
+//!
 //! # Stream format (all integers little-endian)
 //!
 //! ```text
