@@ -36,6 +36,12 @@
 //! is branchless, the table scale is searched downwards from 12 and normalisation uses a heap.
 //! All of it writes exactly the bytes of the first (division-based) encoder.
 //!
+//! # Decoder speed
+//!
+//! The decode hot loop has a scalar, an AVX2 and an AVX-512 (F + BW) version, picked at run
+//! time (`Simd`); all give the same output and errors (tested by forcing each). Measurements
+//! in docs/CODEC.md, "Decode speed at the product level".
+//!
 //! # Stream format (all integers little-endian)
 //!
 //! ```text
@@ -872,7 +878,37 @@ fn rd_u32(b: &[u8], at: usize) -> Result<u32, CodecError> {
 
 /// Decode exactly `out.len()` symbols; returns the bytes of `input` consumed.
 pub fn decode_symbols(input: &[u8], out: &mut [u8]) -> Result<usize, CodecError> {
-    decode_impl::<1>(input, out, &[0; 256]).map(|r| r.0)
+    decode_impl::<1>(input, out, &[0; 256], Simd::Best).map(|r| r.0)
+}
+
+/// Which vector path the rANS decoder may use: a cap, lowered to what the CPU has at run time.
+/// Every path produces the same output and the same errors (tests force each one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Simd {
+    Scalar,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx2,
+    /// AVX-512 F + BW (16 lanes per vector, `vpexpandd` renormalisation, `vpermt2w` mapping).
+    Best,
+}
+
+impl Simd {
+    /// `self` lowered to the best path this CPU supports.
+    fn available(self) -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if self >= Simd::Best
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return Simd::Best;
+            }
+            if self >= Simd::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Scalar
+    }
 }
 
 /// As [`decode_symbols`], but stores `map[symbol] as u16` (little-endian) for each symbol, so
@@ -883,7 +919,18 @@ pub fn decode_symbols_map16(
     map: &[u32; 256],
     out: &mut [u8],
 ) -> Result<(usize, usize), CodecError> {
-    decode_impl::<2>(input, out, map)
+    decode_impl::<2>(input, out, map, Simd::Best)
+}
+
+/// [`decode_symbols`] / [`decode_symbols_map16`] (W = 2) with the vector path capped at `simd`.
+#[cfg(test)]
+pub(crate) fn decode_with<const W: usize>(
+    input: &[u8],
+    out: &mut [u8],
+    map: &[u32; 256],
+    simd: Simd,
+) -> Result<(usize, usize), CodecError> {
+    decode_impl::<W>(input, out, map, simd)
 }
 
 /// Store symbol `i`: W = 1 the byte itself, W = 2 its 16-bit mapping.
@@ -900,6 +947,7 @@ fn decode_impl<const W: usize>(
     input: &[u8],
     out: &mut [u8],
     map: &[u32; 256],
+    simd: Simd,
 ) -> Result<(usize, usize), CodecError> {
     let n = out.len() / W;
     let (&mode, rest) = input
@@ -946,7 +994,7 @@ fn decode_impl<const W: usize>(
                         .ok_or(CodecError::Corrupt("rANS word count"))?,
                 )
                 .ok_or(CodecError::Truncated("rANS words"))?;
-            let used = decode_rans::<W>(&t, &mut x, words, &mut out[..n * W], map)?;
+            let used = decode_rans::<W>(&t, &mut x, words, &mut out[..n * W], map, simd)?;
             if used != nwords || x.iter().any(|&s| s != L) {
                 return Err(CodecError::Corrupt("rANS final state"));
             }
@@ -964,6 +1012,7 @@ fn decode_rans<const W: usize>(
     words: &[u8],
     out: &mut [u8],
     map: &[u32; 256],
+    simd: Simd,
 ) -> Result<usize, CodecError> {
     if let Some(s) = t.single {
         // freq = M: states never change and no word is ever read.
@@ -973,18 +1022,18 @@ fn decode_rans<const W: usize>(
         return Ok(0);
     }
     match t.scale {
-        1 => decode_rans_s::<1, W>(t, x, words, out, map),
-        2 => decode_rans_s::<2, W>(t, x, words, out, map),
-        3 => decode_rans_s::<3, W>(t, x, words, out, map),
-        4 => decode_rans_s::<4, W>(t, x, words, out, map),
-        5 => decode_rans_s::<5, W>(t, x, words, out, map),
-        6 => decode_rans_s::<6, W>(t, x, words, out, map),
-        7 => decode_rans_s::<7, W>(t, x, words, out, map),
-        8 => decode_rans_s::<8, W>(t, x, words, out, map),
-        9 => decode_rans_s::<9, W>(t, x, words, out, map),
-        10 => decode_rans_s::<10, W>(t, x, words, out, map),
-        11 => decode_rans_s::<11, W>(t, x, words, out, map),
-        _ => decode_rans_s::<12, W>(t, x, words, out, map),
+        1 => decode_rans_s::<1, W>(t, x, words, out, map, simd),
+        2 => decode_rans_s::<2, W>(t, x, words, out, map, simd),
+        3 => decode_rans_s::<3, W>(t, x, words, out, map, simd),
+        4 => decode_rans_s::<4, W>(t, x, words, out, map, simd),
+        5 => decode_rans_s::<5, W>(t, x, words, out, map, simd),
+        6 => decode_rans_s::<6, W>(t, x, words, out, map, simd),
+        7 => decode_rans_s::<7, W>(t, x, words, out, map, simd),
+        8 => decode_rans_s::<8, W>(t, x, words, out, map, simd),
+        9 => decode_rans_s::<9, W>(t, x, words, out, map, simd),
+        10 => decode_rans_s::<10, W>(t, x, words, out, map, simd),
+        11 => decode_rans_s::<11, W>(t, x, words, out, map, simd),
+        _ => decode_rans_s::<12, W>(t, x, words, out, map, simd),
     }
 }
 
@@ -995,6 +1044,7 @@ fn decode_rans_s<const SCALE: u32, const W: usize>(
     words: &[u8],
     out: &mut [u8],
     map: &[u32; 256],
+    simd: Simd,
 ) -> Result<usize, CodecError> {
     debug_assert_eq!(t.scale, SCALE);
     let scale = SCALE;
@@ -1002,17 +1052,25 @@ fn decode_rans_s<const SCALE: u32, const W: usize>(
     let ent: &[u32; 1 << MAX_SCALE] = &t.ent;
     let n = out.len() / W;
     let nwords = words.len() / 2;
-    let mut pos = 0usize; // in words
-    let mut i = 0usize;
     let mut st = *x;
+    // (symbols done, words read) by the vector path.
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present (checked just above); `avx2::decode` only reads/writes inside
-        // the slices it is given (see the bounds argument on it).
-        let (ni, np) = unsafe { avx2::decode::<SCALE, W>(ent, &mut st, words, out, map) };
-        i = ni;
-        pos = np;
-    }
+    let (mut i, mut pos) = {
+        match simd.available() {
+            // SAFETY: `available` returned Best only if AVX-512 F and BW are present;
+            // `avx512::decode` only reads/writes inside the slices it is given (see the bounds
+            // argument on it).
+            Simd::Best => unsafe { avx512::decode::<SCALE, W>(ent, &mut st, words, out, map) },
+            // SAFETY: as above, AVX2 is present; bounds argued on `avx2::decode`.
+            Simd::Avx2 => unsafe { avx2::decode::<SCALE, W>(ent, &mut st, words, out, map) },
+            Simd::Scalar => (0, 0),
+        }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (mut i, mut pos) = {
+        let _ = simd;
+        (0usize, 0usize)
+    };
     // Fast path: a group of LANES symbols reads at most LANES words, so whole groups run
     // without per-word end checks while that many words remain.
     while i + LANES <= n && pos + LANES <= nwords {
@@ -1175,6 +1233,119 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! AVX-512 version of the fast path: each `__m512i` holds 16 lanes' states, 2 vectors = 32
+    //! lanes. Compared with AVX2: the words go to the renormalising lanes with one `vpexpandd`
+    //! (no rank table), and for W = 2 the 16-bit mapping is looked up in registers (four
+    //! `vpermt2w` over the 256-entry table, two blends) instead of a second gather per symbol.
+    use super::{L, LANES, MAX_SCALE};
+    use std::arch::x86_64::*;
+
+    /// Decode whole groups of LANES symbols while at least LANES words remain; returns the
+    /// (symbols, words) consumed. Same arithmetic and word order as the scalar loop.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and BW. Bounds: the gather indexes `ent` with `x & mask`,
+    /// `mask < 4096 = ent.len()`; each loop iteration starts with `i + 32 <= n = out.len() / W`
+    /// and `pos + 32 <= words.len() / 2`; the first vector consumes at most 16 words, so both
+    /// 32-byte word loads (16 words at `pos` and at most `pos + 16`) stay inside `words`, and the
+    /// stores (16 bytes at `i + 16v` for W = 1, 64 bytes at `2i` for W = 2) inside `out`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn decode<const SCALE: u32, const W: usize>(
+        ent: &[u32; 1 << MAX_SCALE],
+        st: &mut [u32; LANES],
+        words: &[u8],
+        out: &mut [u8],
+        map: &[u32; 256],
+    ) -> (usize, usize) {
+        let n = out.len() / W;
+        let nwords = words.len() / 2;
+        let mut i = 0usize;
+        let mut pos = 0usize;
+        // The mapping as 16-bit values, 32 per register: tab[q] holds map[32q..32q + 32].
+        let mut m16 = [0u16; 256];
+        for (d, &s) in m16.iter_mut().zip(map.iter()) {
+            *d = s as u16;
+        }
+        unsafe {
+            let tab: [__m512i; 8] =
+                std::array::from_fn(|q| _mm512_loadu_si512(m16.as_ptr().add(32 * q).cast()));
+            let mask = _mm512_set1_epi32(((1u32 << SCALE) - 1) as i32);
+            let m12 = _mm512_set1_epi32(0xfff);
+            let lim = _mm512_set1_epi32(L as i32);
+            let bit6 = _mm512_set1_epi16(64);
+            let bit7 = _mm512_set1_epi16(128);
+            let sp = st.as_mut_ptr() as *mut __m512i;
+            let mut x = [
+                _mm512_loadu_si512(sp.cast()),
+                _mm512_loadu_si512(sp.add(1).cast()),
+            ];
+            let base = ent.as_ptr() as *const i32;
+            let wp = words.as_ptr();
+            let op = out.as_mut_ptr();
+            while i + LANES <= n && pos + LANES <= nwords {
+                let mut e = [_mm512_setzero_si512(); 2];
+                for v in 0..2 {
+                    let xv = x[v];
+                    let slot = _mm512_and_si512(xv, mask);
+                    let ev = _mm512_i32gather_epi32::<4>(slot, base);
+                    let freq = _mm512_and_si512(_mm512_srli_epi32::<8>(ev), m12);
+                    let bias = _mm512_srli_epi32::<20>(ev);
+                    // freq * (x >> scale) < 2^32 as two `vpmuludq` (even, odd lanes; 5
+                    // cycles) instead of one `vpmulld` (10): this loop is latency-bound, the
+                    // next gather waits for the new states.
+                    let xs = _mm512_srli_epi32::<SCALE>(xv);
+                    let pe = _mm512_mul_epu32(freq, xs);
+                    let po = _mm512_mul_epu32(
+                        _mm512_srli_epi64::<32>(freq),
+                        _mm512_srli_epi64::<32>(xs),
+                    );
+                    let prod = _mm512_mask_blend_epi32(0xaaaa, pe, _mm512_slli_epi64::<32>(po));
+                    let nx = _mm512_add_epi32(prod, bias);
+                    let need = _mm512_cmplt_epu32_mask(nx, lim);
+                    let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                        wp.add(2 * pos) as *const __m256i
+                    ));
+                    // need: (nx << 16) | word (nx < 2^16 there), else nx.
+                    let shifted = _mm512_mask_slli_epi32::<16>(nx, need, nx);
+                    x[v] = _mm512_or_si512(shifted, _mm512_maskz_expand_epi32(need, w));
+                    pos += need.count_ones() as usize;
+                    e[v] = ev;
+                    if W == 1 {
+                        _mm_storeu_si128(
+                            op.add(i + 16 * v) as *mut __m128i,
+                            _mm512_cvtepi32_epi8(ev),
+                        );
+                    }
+                }
+                if W == 2 {
+                    // Low 16 bits of each entry: the symbol in bits 0-7 (vpermt2w reads bits
+                    // 0-5 of each index, bits 6 and 7 pick the register pair).
+                    let idx = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm512_cvtepi32_epi16(e[0])),
+                        _mm512_cvtepi32_epi16(e[1]),
+                    );
+                    let r0 = _mm512_permutex2var_epi16(tab[0], idx, tab[1]);
+                    let r1 = _mm512_permutex2var_epi16(tab[2], idx, tab[3]);
+                    let r2 = _mm512_permutex2var_epi16(tab[4], idx, tab[5]);
+                    let r3 = _mm512_permutex2var_epi16(tab[6], idx, tab[7]);
+                    let b6 = _mm512_test_epi16_mask(idx, bit6);
+                    let b7 = _mm512_test_epi16_mask(idx, bit7);
+                    let lo = _mm512_mask_blend_epi16(b6, r0, r1);
+                    let hi = _mm512_mask_blend_epi16(b6, r2, r3);
+                    let vals = _mm512_mask_blend_epi16(b7, lo, hi);
+                    _mm512_storeu_si512(op.add(2 * i).cast(), vals);
+                }
+                i += LANES;
+            }
+            _mm512_storeu_si512(sp.cast(), x[0]);
+            _mm512_storeu_si512(sp.add(1).cast(), x[1]);
+        }
+        (i, pos)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1273,6 +1444,63 @@ mod tests {
 
     /// The AVX2 and scalar encoders write identical streams.
     #[cfg(target_arch = "x86_64")]
+    /// Every decoder path (scalar, AVX2, AVX-512, as far as the CPU has them) gives the same
+    /// symbols, mapped values, consumed length and error on valid and damaged streams.
+    #[test]
+    fn decoder_paths_agree() {
+        let mut seed = 99u64;
+        let mut rnd = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        let map: [u32; 256] = std::array::from_fn(|j| (j as u32).wrapping_mul(0x9e37_79b9) >> 7);
+        for case in 0..300 {
+            let n = [0, 1, 31, 32, 33, 200, 1000, 5000, 40000][case % 9];
+            let spread = [1, 2, 5, 8, 9][case % 5];
+            let v: Vec<u8> = (0..n)
+                .map(|_| {
+                    let r = rnd();
+                    (r.trailing_zeros() * spread + (r >> 28)) as u8
+                })
+                .collect();
+            let mut enc = Vec::new();
+            encode_symbols(&v, &mut enc);
+            if case % 3 != 0 && !enc.is_empty() {
+                // Damage: flip a few bits past the header, or truncate.
+                for _ in 0..1 + case % 4 {
+                    let at = rnd() as usize % enc.len();
+                    enc[at] ^= 1 << (rnd() % 8);
+                }
+                if case % 7 == 0 {
+                    enc.truncate(rnd() as usize % enc.len());
+                }
+            }
+            let run = |simd: Simd| {
+                let mut o1 = vec![0u8; n];
+                let r1 = decode_with::<1>(&enc, &mut o1, &[0; 256], simd);
+                let mut o2 = vec![0u8; 2 * n];
+                let r2 = decode_with::<2>(&enc, &mut o2, &map, simd);
+                let ok = r1.is_ok();
+                (r1.map(|r| r.0), r2, ok.then_some(o1), o2)
+            };
+            let scalar = run(Simd::Scalar);
+            if case % 3 == 0 {
+                assert_eq!(scalar.2.as_deref(), Some(&v[..]));
+            }
+            for simd in [Simd::Avx2, Simd::Best] {
+                let got = run(simd);
+                assert_eq!(got.0, scalar.0, "case {case} {simd:?}");
+                assert_eq!(got.1, scalar.1, "case {case} {simd:?}");
+                assert_eq!(got.2, scalar.2, "case {case} {simd:?}");
+                if scalar.1.is_ok() {
+                    assert_eq!(got.3, scalar.3, "case {case} {simd:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn simd_encoder_matches_scalar() {
         if !std::arch::is_x86_feature_detected!("avx2") {
