@@ -254,9 +254,8 @@ fn statfs_reports_stored_size_read_only() {
     assert_eq!(s.files, v.inode_count());
 }
 
-#[test]
-fn sequential_reads_prefetch_following_chunks() {
-    let f = fixture(7, 4096);
+/// A 1 MiB-cache archive behind a vfs with a 64 KiB read-ahead window and 2 prefetch threads.
+fn readahead_vfs(f: &Fixture) -> (Arc<Archive>, Vfs) {
     let a = Arc::new(
         Archive::open_with(
             &f.archive,
@@ -276,6 +275,13 @@ fn sequential_reads_prefetch_following_chunks() {
         },
     )
     .unwrap();
+    (a, v)
+}
+
+#[test]
+fn sequential_reads_prefetch_following_chunks() {
+    let f = fixture(7, 4096);
+    let (a, v) = readahead_vfs(&f);
     let st = v.lookup_path("model.safetensors").unwrap();
     let fh = v.open(st.ino, false).unwrap();
     let orig = std::fs::read(f.model.join("model.safetensors")).unwrap();
@@ -300,25 +306,7 @@ fn short_runs_do_not_prefetch() {
     // A random read that the kernel splits into a few consecutive requests must not start
     // read-ahead: the run (16 KiB) is shorter than the window (64 KiB).
     let f = fixture(7, 4096);
-    let a = Arc::new(
-        Archive::open_with(
-            &f.archive,
-            OpenOptions {
-                cache_bytes: 1 << 20,
-            },
-        )
-        .unwrap(),
-    );
-    let v = Vfs::from_archives(
-        vec![(None, a.clone())],
-        VfsOptions {
-            cache_bytes: 1 << 20,
-            readahead: 64 << 10,
-            prefetch_threads: 2,
-            ..VfsOptions::default()
-        },
-    )
-    .unwrap();
+    let (a, v) = readahead_vfs(&f);
     let st = v.lookup_path("model.safetensors").unwrap();
     let fh = v.open(st.ino, false).unwrap();
     let at = 40_000u64;
