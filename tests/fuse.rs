@@ -87,9 +87,52 @@ fn mount_fg(archives: &[&Path], mnt: &Path, extra: &[&str]) -> Child {
     child
 }
 
+/// `umount`, as a user would run it. Right after the last `close` the kernel may still hold the
+/// mount for a moment (FUSE sends RELEASE asynchronously, after any async readahead still in
+/// flight, and another test thread's fork can hold a copy of our descriptors until its exec), so
+/// "target is busy" is retried for a bounded time; any other failure, or busy past the deadline,
+/// fails the test with umount's message and the processes that still hold the mount.
 fn umount(mnt: &Path) {
-    let st = Command::new("umount").arg(mnt).status().unwrap();
-    assert!(st.success(), "umount {} failed", mnt.display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("umount").arg(mnt).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !err.contains("busy") || Instant::now() >= deadline {
+            panic!(
+                "umount {} failed: {err}holders: {:?}",
+                mnt.display(),
+                holders(mnt)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Processes with an open descriptor or a working directory under `mnt` (for failure messages).
+fn holders(mnt: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for p in procs.flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let mut links: Vec<PathBuf> = vec![p.path().join("cwd")];
+        if let Ok(fds) = std::fs::read_dir(p.path().join("fd")) {
+            links.extend(fds.flatten().map(|e| e.path()));
+        }
+        for l in links {
+            if std::fs::read_link(&l).is_ok_and(|t| t.starts_with(mnt)) {
+                v.push(format!("{pid}: {}", l.display()));
+            }
+        }
+    }
+    v
 }
 
 /// Unmounts (lazily) and reaps on drop, so a failing test leaves no mount behind.
