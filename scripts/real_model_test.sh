@@ -28,7 +28,10 @@ for m in "$src" "$bf16"; do
     "$(dirname "$upg")/upg-mount" "$work/$name.upg" "$work/mnt-$name"
     status=0
     python3 "$here/e2e_safetensors.py" "$work/mnt-$name" "$m" || status=$?
-    umount "$work/mnt-$name"
+    # FUSE sends RELEASE asynchronously: right after the reader exits the mount can be busy for
+    # a moment, so retry for up to 10 s before failing.
+    for _ in $(seq 50); do umount "$work/mnt-$name" 2>/dev/null && break; sleep 0.2; done
+    if mountpoint -q "$work/mnt-$name"; then umount "$work/mnt-$name"; fi
     [ "$status" = 0 ] || { echo "real-model mount test FAILED: $name" >&2; exit 1; }
     echo "real-model mount test OK: $name, every tensor loaded through upg-mount equals the original"
   else
