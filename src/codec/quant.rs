@@ -250,6 +250,31 @@ fn check_len(kind: FloatKind, shape: &[usize], len: usize) -> Result<(), CodecEr
 /// At most this many evenly spaced samples drive the step search.
 const SEARCH_SAMPLES: usize = 1 << 18;
 
+/// Stride of the step-search samples over a tensor of `n` elements whose rows hold `cols`
+/// elements: the smallest stride >= `ceil(n / SEARCH_SAMPLES)` that is coprime with `cols`.
+/// A stride sharing a factor `g` with the row length visits only every `g`-th column (the
+/// sample of element `i * stride` sits in column `i * stride mod cols`), and weight matrices
+/// often have per-column scales: on SmolLM2's 49152 x 576 embedding the plain stride 108
+/// saw 16 of 576 columns and that tensor's stored rate missed its target by ~0.15 bit/weight.
+/// With `gcd(stride, cols) = 1` the samples walk through every column. The stride grows by at
+/// most a few steps (the gap between numbers coprime with `cols` is small), so the sample count
+/// stays close to `SEARCH_SAMPLES`.
+fn search_stride(n: usize, cols: usize) -> usize {
+    fn gcd(mut a: usize, mut b: usize) -> usize {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    }
+    let mut stride = n.div_ceil(SEARCH_SAMPLES).max(1);
+    if stride > 1 && cols > 1 {
+        while gcd(stride, cols) != 1 {
+            stride += 1;
+        }
+    }
+    stride
+}
+
 /// Bisection steps on log2(step). The bracket is at most ~60 octaves wide (median/2^24 to
 /// 2 x absmax of a finite tensor), so 24 halvings leave < 4e-6 octave: the step is known to
 /// 3e-6 relative, far below what moves the cost by a measurable amount. (40 were used until
@@ -310,7 +335,7 @@ impl TensorPlan {
         check_len(kind, shape, tensor.len())?;
         let es = kind.elem_size();
         let n = tensor.len() / es;
-        let stride = n.div_ceil(SEARCH_SAMPLES).max(1);
+        let stride = search_stride(n, shape.last().copied().unwrap_or(1));
         let mut plan = TensorPlan {
             preset,
             kind,

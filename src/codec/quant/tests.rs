@@ -412,3 +412,33 @@ fn round_away_matches_f64_round() {
     }
     assert!(super::round_away(f64::NAN).is_nan());
 }
+
+/// The step search samples a strided subset. A stride that shares a factor with the row length
+/// sees only some columns; with per-column scales (common in real weight matrices) the chosen
+/// step then misses the rate target. Columns 0, 3, 6, ... are small here and the plain stride
+/// (3 for 1024 x 576 > 2^18 elements) would see only those.
+#[test]
+fn step_search_sees_every_column() {
+    assert_eq!(search_stride(1024 * 576, 576), 5);
+    assert_eq!(search_stride(100, 576), 1);
+    assert_eq!(search_stride(49152 * 576, 576), 109);
+    let (rows, cols) = (1024, 576);
+    let g = gaussian(rows * cols, 11, 1.0);
+    let xs: Vec<f64> = g
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| if i % cols % 3 == 0 { x * 0.05 } else { x })
+        .collect();
+    let kind = FloatKind::F32;
+    let data = to_bytes(kind, &xs);
+    for p in [Preset::Q8, Preset::Q4] {
+        let plan = TensorPlan::new(p, kind, &[rows, cols], &data).unwrap();
+        let (_, st) = roundtrip(&plan, kind, &data);
+        let bits = st.stored_bytes as f64 * 8.0 / st.n as f64;
+        let target = p.target_bits().unwrap();
+        assert!(
+            (bits - target).abs() < 0.25,
+            "{p:?}: {bits:.3} bits/weight stored for a {target} target"
+        );
+    }
+}
