@@ -69,7 +69,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[derive(Default)]
 struct Acc {
     input: u64,
-    out: [u64; 3],
+    out: [u64; 8],
     bound_file: Vec<u8>,
     bound_tensor_bits: f64,
     bound_chunk_bits: f64,
@@ -82,11 +82,22 @@ fn main() {
         eprintln!("usage: cargo run --release --example codec_ratio -- <file.safetensors>...");
         std::process::exit(2);
     }
-    const SIZES: [(&str, usize); 3] = [
-        ("256KiB", 256 << 10),
-        ("1MiB", 1 << 20),
-        ("tensor", usize::MAX),
-    ];
+    // CODEC_RATIO_SIZES=64,128,256 (KiB): other chunk sizes than 256 KiB, 1 MiB and whole tensors.
+    let sizes: Vec<(String, usize)> = match std::env::var("CODEC_RATIO_SIZES") {
+        Ok(v) => v
+            .split(',')
+            .map(|k| {
+                let k: usize = k.trim().parse().expect("CODEC_RATIO_SIZES: KiB numbers");
+                (format!("{k}KiB"), k << 10)
+            })
+            .collect(),
+        Err(_) => vec![
+            ("256KiB".into(), 256 << 10),
+            ("1MiB".into(), 1 << 20),
+            ("tensor".into(), usize::MAX),
+        ],
+    };
+    assert!(sizes.len() <= 8, "at most 8 chunk sizes");
     for path in &files {
         let bytes = std::fs::read(path).expect("read file");
         let st = SafeTensors::deserialize(&bytes).expect("parse safetensors");
@@ -109,7 +120,7 @@ fn main() {
             for c in data.chunks(256 << 10) {
                 acc.bound_chunk_bits += bound_bits(kind, c);
             }
-            for (si, &(_, cs)) in SIZES.iter().enumerate().take(if quick { 1 } else { 3 }) {
+            for (si, &(_, cs)) in sizes.iter().enumerate().take(if quick { 1 } else { 8 }) {
                 for c in data.chunks(cs.min(data.len()).max(1)) {
                     stored.clear();
                     float::encode(kind, c, &mut stored);
@@ -124,7 +135,7 @@ fn main() {
         for (dt, (kind, acc)) in &per {
             let pct = |o: f64| 100.0 * (1.0 - o / acc.input as f64);
             println!("  {dt}: {} bytes in", acc.input);
-            for (si, (name, _)) in SIZES.iter().enumerate() {
+            for (si, (name, _)) in sizes.iter().enumerate() {
                 println!(
                     "    chunk {name:>6}: {:>10} bytes out, {:.3}% saved",
                     acc.out[si],
@@ -137,7 +148,7 @@ fn main() {
                 pct(acc.bound_tensor_bits / 8.0),
                 pct(acc.bound_chunk_bits / 8.0)
             );
-            // Throughput at 256 KiB chunks, single thread.
+            // Throughput at the first chunk size (256 KiB unless CODEC_RATIO_SIZES), one thread.
             let mut enc = Vec::with_capacity(acc.chunks.len());
             let mut enc_t = Vec::new();
             let mut enc_c = Vec::new();
@@ -171,7 +182,8 @@ fn main() {
             assert!(outbuf == acc.chunks, "round trip mismatch");
             let gib = acc.input as f64 / (1u64 << 30) as f64;
             println!(
-                "    256KiB chunks, 1 thread, GiB/s of raw bytes, median of 7 (wall | thread CPU time):\n      encode {:.3} | {:.3}   decode {:.3} | {:.3}",
+                "    {} chunks, 1 thread, GiB/s of raw bytes, median of 7 (wall | thread CPU time):\n      encode {:.3} | {:.3}   decode {:.3} | {:.3}",
+                sizes[0].0,
                 gib / median(enc_t),
                 gib / median(enc_c),
                 gib / median(dec_t),

@@ -28,9 +28,19 @@ for p in q8 q6 q5 q4 q3 prime-sparse; do
   tail -3 "$OUT/pack-$p.txt"
   mkdir -p "$W/mnt-$p" && "$BIN/upg-mount" "$W/$p.upg" "$W/mnt-$p" && cands+=("$W/mnt-$p")
 done
+# EXTRA="name:pack args;name:pack args": more candidates, e.g. "q8-keep-embed:--preset q8 --keep *embed_tokens*"
+IFS=';' read -ra extra <<< "${EXTRA:-}"
+for e in "${extra[@]}"; do
+  [ -n "$e" ] || continue
+  name=${e%%:*}; args=${e#*:}
+  log "pack $name ($args)"
+  set -f; "$BIN/upg" pack "$SMOL" -o "$W/$name.upg" $args --force > "$OUT/pack-$name.txt"; set +f
+  tail -3 "$OUT/pack-$name.txt"
+  mkdir -p "$W/mnt-$name" && "$BIN/upg-mount" "$W/$name.upg" "$W/mnt-$name" && cands+=("$W/mnt-$name")
+done
 log "GGUF baselines"
 python3 "$HERE/quality/gguf_baselines.py" "$SMOL" "$W/gguf" | tee "$OUT/gguf.jsonl"
 log "eval_lm (full text)"
 python3 "$HERE/quality/eval_lm.py" "$SMOL" "${cands[@]}" "$W"/gguf/* --tokens 0 --device cuda --json "$OUT/lm.json" 2>&1 | grep -v Warning | tee "$OUT/eval-lm.txt"
-for p in lossless q8 q6 q5 q4 q3 prime-sparse; do umount "$W/mnt-$p" 2>/dev/null; done
+for m in "$W"/mnt-*; do umount "$m" 2>/dev/null; done
 log done
