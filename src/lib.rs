@@ -5,6 +5,7 @@ pub mod cli;
 pub mod codec;
 pub mod format;
 pub mod fuse;
+pub mod pool;
 pub mod st;
 pub mod synth;
 pub mod vfs;

@@ -251,7 +251,7 @@ pub struct Vfs {
     readahead: u64,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<crate::pool::Pool>,
     inflight: Arc<AtomicUsize>,
     stored_bytes: u64,
 }
@@ -424,11 +424,7 @@ impl Vfs {
         };
         // Decodes read-ahead chunks and the extra chunks of a read over several chunks. Without
         // it (the pool failed to start) reads still work, one chunk after the other.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("upg-decode-{i}"))
-            .build()
-            .ok();
+        let pool = crate::pool::Pool::new(threads, "upg-decode").ok();
         Ok(Vfs {
             archives,
             nodes,
