@@ -207,7 +207,7 @@ impl Archive {
                 source,
             }
         })?;
-        let mut out = vec![0u8; rec.decoded_len as usize];
+        let mut out = self.cache.spare_buffer(rec.decoded_len as usize);
         codec
             .decode(stored, &mut out)
             .map_err(|source| ArchiveError::Decode {
