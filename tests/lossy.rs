@@ -121,6 +121,7 @@ fn overrides_keep_and_bad_presets() {
                 ("embed*".into(), None),
                 ("norm*".into(), Some(Preset::Q8)),
                 ("ids".into(), Some(Preset::Q8)),
+                ("*lm_head*".into(), None),
             ],
             force: true,
             ..Default::default()
@@ -140,6 +141,13 @@ fn overrides_keep_and_bad_presets() {
         "{:?}",
         s.notices
     );
+    let unmatched: Vec<_> = s
+        .notices
+        .iter()
+        .filter(|n| n.contains("matched no tensor"))
+        .collect();
+    assert_eq!(unmatched.len(), 1, "{:?}", s.notices);
+    assert!(unmatched[0].contains("*lm_head*"), "{unmatched:?}");
 
     let upg = env!("CARGO_BIN_EXE_upg");
     for args in [

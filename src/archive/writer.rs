@@ -578,6 +578,19 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         .iter()
         .map(|f| plan_file(f, opts, &mut notices))
         .collect::<Result<_, _>>()?;
+    // A pattern that matches nothing is most likely a typo (or a tied `lm_head` that does not
+    // exist): say so instead of silently packing those tensors under the default preset.
+    if opts.preset.is_some() {
+        for (pat, _) in &opts.overrides {
+            let hit = plans
+                .iter()
+                .flatten()
+                .any(|p| p.tensor.as_ref().is_some_and(|(n, _)| glob_match(pat, n)));
+            if !hit {
+                notices.push(format!("pattern {pat:?} (--override/--keep) matched no tensor"));
+            }
+        }
+    }
 
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
