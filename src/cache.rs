@@ -10,7 +10,7 @@
 //! - Single flight: concurrent requests for the same chunk share one `OnceLock`; exactly one of
 //!   them runs the decoder, the others block on the lock until it is done. Errors are not cached:
 //!   the next request tries again (and fails again if the chunk is damaged).
-//! - Evicted buffers that no reader holds any more are kept (at most [`MAX_SPARE`]) and handed
+//! - Evicted buffers that no reader holds any more are kept (at most [`MAX_SPARE_BYTES`]) and handed
 //!   to the next decode by [`ChunkCache::spare_buffer`] without zeroing. A fresh `vec![0; n]`
 //!   of 256 KiB comes from glibc's heap once the cache is full (its mmap threshold has risen by
 //!   then), so `calloc` zeroes it: 4% of the daemon's samples during random reads. Decoders
@@ -28,10 +28,11 @@ use lru::LruCache;
 pub type Bytes = Arc<Vec<u8>>;
 type Slot<E> = Arc<OnceLock<Result<Bytes, E>>>;
 
-/// Evicted chunk buffers kept for reuse: enough for the chunks of the requests being decoded at
-/// one moment on a small machine (a 1 MiB request spans up to 5 chunks of 256 KiB), and small
-/// next to the cache budget (8 x 256 KiB = 2 MiB outside it, within the RSS allowance).
-pub const MAX_SPARE: usize = 8;
+/// Bytes of evicted chunk buffers kept for reuse: eight default 256 KiB chunks, enough for the
+/// requests being decoded at one moment on a small machine (a 1 MiB request spans up to 5
+/// chunks), and small next to the cache budget (2 MiB outside it, within the RSS allowance).
+/// Counted in bytes, not buffers, because `--chunk-size` allows chunks of up to 64 MiB.
+pub const MAX_SPARE_BYTES: usize = 2 << 20;
 
 pub struct ChunkCache<E> {
     inner: Mutex<Inner<E>>,
@@ -43,6 +44,8 @@ struct Inner<E> {
     bytes: usize,
     inflight: HashMap<u32, Slot<E>>,
     spare: Vec<Vec<u8>>,
+    /// Sum of the spare buffers' capacities.
+    spare_bytes: usize,
     hits: u64,
     misses: u64,
 }
@@ -65,6 +68,7 @@ impl<E: Clone> ChunkCache<E> {
                 bytes: 0,
                 inflight: HashMap::new(),
                 spare: Vec::new(),
+                spare_bytes: 0,
                 hits: 0,
                 misses: 0,
             }),
@@ -122,8 +126,9 @@ impl<E: Clone> ChunkCache<E> {
                             g.bytes -= old.len();
                             // Unique: no reader holds it, so its memory can be decoded into.
                             if let Ok(v) = Arc::try_unwrap(old)
-                                && g.spare.len() < MAX_SPARE
+                                && g.spare_bytes + v.capacity() <= MAX_SPARE_BYTES
                             {
+                                g.spare_bytes += v.capacity();
                                 g.spare.push(v);
                             }
                         }
@@ -141,10 +146,12 @@ impl<E: Clone> ChunkCache<E> {
     pub fn spare_buffer(&self, len: usize) -> Vec<u8> {
         let v = {
             let mut g = self.lock();
-            g.spare
-                .iter()
-                .rposition(|v| v.capacity() >= len)
-                .map(|i| g.spare.swap_remove(i))
+            let i = g.spare.iter().rposition(|v| v.capacity() >= len);
+            i.map(|i| {
+                let v = g.spare.swap_remove(i);
+                g.spare_bytes -= v.capacity();
+                v
+            })
         };
         match v {
             Some(mut v) => {
@@ -207,6 +214,18 @@ mod tests {
         c.get_or_decode(6, || chunk(100, 6)).unwrap();
         let b = c.spare_buffer(120);
         assert!(b.len() == 120 && b.capacity() >= 120);
+    }
+
+    #[test]
+    fn spare_buffers_are_bounded_in_bytes() {
+        // Chunks larger than the spare allowance are freed, not kept.
+        let big = MAX_SPARE_BYTES / 2 + 1;
+        let c = ChunkCache::<String>::new(big);
+        for id in 0..4 {
+            c.get_or_decode(id, || chunk(big, 1)).unwrap();
+        }
+        assert!(c.lock().spare_bytes <= MAX_SPARE_BYTES);
+        assert_eq!(c.lock().spare.len(), 1);
     }
 
     #[test]
