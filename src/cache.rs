@@ -209,11 +209,22 @@ mod tests {
         assert_eq!(b, vec![2u8; 100], "chunk 2's buffer, stale bytes and all");
         assert_eq!(c.spare_buffer(60), vec![0u8; 60], "no spare left: a fresh zeroed one");
         assert_eq!(held[0], 1);
-        // A shorter spare than asked for is extended with zeros.
+        // Spares smaller than the request are left alone: a fresh zeroed buffer instead.
         c.get_or_decode(5, || chunk(100, 5)).unwrap();
         c.get_or_decode(6, || chunk(100, 6)).unwrap();
-        let b = c.spare_buffer(120);
-        assert!(b.len() == 120 && b.capacity() >= 120);
+        assert_eq!(c.spare_buffer(120), vec![0u8; 120]);
+        assert_eq!(c.lock().spare.len(), 2);
+        // A spare with room but a shorter length is extended with zeros.
+        let mut v = c.spare_buffer(100);
+        v.truncate(10);
+        {
+            let mut g = c.lock();
+            g.spare_bytes += v.capacity();
+            g.spare.push(v);
+        }
+        let b = c.spare_buffer(50);
+        assert_eq!(b.len(), 50);
+        assert!(b[10..].iter().all(|&x| x == 0));
     }
 
     #[test]
