@@ -513,6 +513,15 @@ fn clear_errors_before_mounting() {
     ]);
     assert_eq!(code, Some(2));
     assert!(err.contains("cache-size"), "{err}");
+    // An error found after the fork (two archives with one name), daemon and foreground mode:
+    // said once, not by both processes and the logger.
+    for extra in [&[][..], &["-f".as_ref()][..]] {
+        let mut args: Vec<&std::ffi::OsStr> = vec![a, a, f.mnt.as_os_str()];
+        args.extend_from_slice(extra);
+        let (code, err) = run(&args);
+        assert_eq!(code, Some(2));
+        assert_eq!(err.matches("name clash").count(), 1, "{extra:?}: {err}");
+    }
     assert!(!is_mounted(&f.mnt));
 }
 

@@ -18,9 +18,12 @@ named after the archive without `.upg`. Returns once the mount is up and keeps s
 background (-f: stay in the foreground). `umount MOUNTPOINT`, SIGINT or SIGTERM unmount it."
 )]
 struct Cli {
-    /// Archives (.upg files or folders of them), then the mountpoint (an empty directory).
-    #[arg(required = true, num_args = 2.., value_name = "ARCHIVE... MOUNTPOINT")]
-    paths: Vec<PathBuf>,
+    /// Archives to mount: .upg files, or folders of them.
+    #[arg(required = true, value_name = "ARCHIVE")]
+    archives: Vec<PathBuf>,
+    /// The mountpoint: an existing empty directory.
+    #[arg(required = true)]
+    mountpoint: PathBuf,
     /// Stay in the foreground (do not daemonize).
     #[arg(short, long)]
     foreground: bool,
@@ -49,14 +52,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut paths = cli.paths;
-    let Some(mountpoint) = paths.pop() else {
-        eprintln!("upg-mount: need ARCHIVE... MOUNTPOINT");
-        return ExitCode::from(2);
-    };
     let code = run(MountArgs {
-        sources: paths,
-        mountpoint,
+        sources: cli.archives,
+        mountpoint: cli.mountpoint,
         foreground: cli.foreground,
         cache_size: cli.cache_size,
         options: cli.options,

@@ -272,7 +272,14 @@ fn run_inner(args: MountArgs) -> Result<(), MountError> {
     // From here on we are the process that serves (daemon child or foreground).
     let result = serve(&args, archives, cache, &cfg, ready);
     if let Err(e) = &result {
-        tracing::error!("{e}");
+        // Said once: into the log file if there is one; on the terminal by `run` (foreground)
+        // or by the parent, which got it through the pipe (daemon), so the child exits quietly.
+        if args.log_file.is_some() {
+            tracing::error!("{e}");
+        }
+        if !args.foreground {
+            std::process::exit(2);
+        }
     }
     result
 }
