@@ -303,3 +303,39 @@ fn disk_full_leaves_nothing() {
     assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
     assert!(listing.is_empty(), "left behind: {listing:?}");
 }
+
+/// `upg inspect ... | head`: the reader goes away early. The command must end quietly (SIGPIPE,
+/// as Unix tools do), not panic on the failed write.
+#[test]
+fn closed_stdout_pipe_is_not_a_panic() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(9);
+    // Enough tensors that the listing is far larger than a pipe buffer (64 KiB).
+    let tensors: Vec<_> = (0..3000)
+        .map(|i| {
+            tensor(
+                &mut rng,
+                &format!("layer.{i}.a_rather_long_tensor_name_for_the_listing.weight"),
+                safetensors::Dtype::BF16,
+                vec![2, 2],
+            )
+        })
+        .collect();
+    let dir = model_dir(tmp.path(), &tensors);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_upg"))
+        .args(["inspect", s(&dir), "--tensors"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    out.read_exact(&mut first).unwrap();
+    drop(out);
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let st = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!st.success(), "the write to a closed pipe must end the command");
+}

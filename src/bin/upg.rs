@@ -114,6 +114,11 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`upg inspect ... | head`), like other Unix tools, instead of
+    // Rust's default of ignoring SIGPIPE and panicking on the failed write.
+    // SAFETY: setting a signal's disposition to the default has no preconditions; no other
+    // thread exists yet.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     match run(cli.cmd) {
@@ -296,7 +301,12 @@ fn run(cmd: Cmd) -> Result<u8, String> {
                         r.runs.len()
                     );
                 }
-                println!("  rerun: upg bench {} --runs {runs}", archive.display());
+                let list: Vec<String> = threads.iter().map(|t| t.to_string()).collect();
+                println!(
+                    "  rerun: upg bench {} --threads {} --runs {runs}",
+                    archive.display(),
+                    list.join(",")
+                );
             }
             Ok(0)
         }
