@@ -1,6 +1,7 @@
 //! upg: compressed model archives served as ordinary files.
 pub mod archive;
 pub mod cache;
+pub mod cleanup;
 pub mod cli;
 pub mod codec;
 pub mod format;

@@ -339,3 +339,54 @@ fn closed_stdout_pipe_is_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(!st.success(), "the write to a closed pipe must end the command");
 }
+
+/// SIGTERM or Ctrl-C in the middle of a pack: no output, and no hidden temporary left behind.
+#[test]
+fn interrupted_pack_leaves_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    // ~40 MiB of BF16 packed lossy on one thread: seconds, so the signal lands mid-pack.
+    let shape = upg::synth::ModelShape {
+        vocab: 8192,
+        hidden: 512,
+        ffn: 2048,
+        layers: 4,
+    };
+    upg::synth::write_model(&model, shape, 3).unwrap();
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("m.upg");
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_upg"))
+            .args(["pack", s(&model), "-o", s(&out), "--preset", "q4", "--threads", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the temporary to appear, then interrupt.
+        let t0 = std::time::Instant::now();
+        let seen = loop {
+            let busy = std::fs::read_dir(&out_dir)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("upg-tmp"));
+            if busy || child.try_wait().unwrap().is_some() {
+                break busy;
+            }
+            assert!(t0.elapsed().as_secs() < 60, "pack never started writing");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        assert!(seen, "pack finished before it could be interrupted: make the model larger");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let st = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(st.code(), Some(128 + sig), "{st:?} {err}");
+        assert!(st.signal().is_none());
+        assert!(err.contains("interrupted"), "{err}");
+        assert!(!out.exists(), "no output after an interrupted pack");
+        assert_no_temp(&out_dir);
+    }
+}

@@ -280,6 +280,8 @@ pub fn unpack(a: &Archive, out: &Path, force: bool, progress: bool) -> Result<u6
     let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = out.with_file_name(format!(".{name}.upg-tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
+    // Removed by the `upg` binary's signal thread if the unpack is interrupted.
+    let _registered = crate::cleanup::register(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| ioe(&tmp, e))?;
     let total: u64 = a.files().iter().map(|f| f.size).sum();
     let bar = crate::cli::progress_bar(progress, total, "unpacking");

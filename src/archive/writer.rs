@@ -614,6 +614,8 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         path: tmp.clone(),
         done: false,
     };
+    // Removed by the `upg` binary's signal thread if the pack is interrupted.
+    let _registered = crate::cleanup::register(&tmp);
     let out_file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
     // Small buffer: encoded chunks (tens to hundreds of KiB) are larger than it and go to the
     // file directly (BufWriter bypasses its buffer for them), saving a copy; small records and

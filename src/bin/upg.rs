@@ -119,6 +119,8 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal's disposition to the default has no preconditions; no other
     // thread exists yet.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Ctrl-C / SIGTERM during pack or unpack: remove the unfinished temporary output, then exit.
+    upg::cleanup::exit_on_signals();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     match run(cli.cmd) {

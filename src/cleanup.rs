@@ -1,0 +1,145 @@
+//! Temporary outputs to remove when the process is interrupted.
+//!
+//! `pack` writes `.NAME.upg-tmp-PID` next to the output and renames it when complete; `unpack`
+//! does the same with a directory. An error removes them (their guards' `Drop`), but SIGINT or
+//! SIGTERM ends the process without unwinding, which used to leave the hidden temporary behind.
+//! Writers [`register`] their temporary path for as long as it exists; the `upg` binary blocks
+//! the termination signals in every thread and waits for them on one thread of its own
+//! ([`exit_on_signals`]), which removes whatever is registered and exits with 128 + the signal
+//! number, as a shell reports a process killed by it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A set of temporary paths. The process uses one, [`PENDING`]; tests make their own.
+pub struct Registry(Mutex<Vec<PathBuf>>);
+
+/// The process-wide registry that [`exit_on_signals`] empties.
+pub static PENDING: Registry = Registry::new();
+
+impl Registry {
+    pub const fn new() -> Registry {
+        Registry(Mutex::new(Vec::new()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        // The list stays consistent whatever panicked while holding it (single push/remove).
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register `path` (a file or a directory) for removal if the process is interrupted.
+    pub fn register(&self, path: &Path) -> Registered<'_> {
+        self.lock().push(path.to_path_buf());
+        Registered {
+            registry: self,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Remove every registered path (files and directories); returns the paths removed.
+    pub fn remove_all(&self) -> Vec<PathBuf> {
+        let paths: Vec<PathBuf> = self.lock().drain(..).collect();
+        paths
+            .into_iter()
+            .filter(|p| {
+                std::fs::remove_file(p)
+                    .or_else(|_| std::fs::remove_dir_all(p))
+                    .is_ok()
+            })
+            .collect()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+/// A registered temporary path; dropping it unregisters the path (it does not remove it: the
+/// writer renames or removes it itself).
+pub struct Registered<'a> {
+    registry: &'a Registry,
+    path: PathBuf,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut p = self.registry.lock();
+        if let Some(i) = p.iter().rposition(|x| *x == self.path) {
+            p.swap_remove(i);
+        }
+    }
+}
+
+/// Register `path` in the process-wide registry.
+pub fn register(path: &Path) -> Registered<'static> {
+    PENDING.register(path)
+}
+
+/// Block SIGINT, SIGTERM and SIGHUP in this thread (so in every thread started after this call)
+/// and start a thread that waits for them, removes the registered temporaries, says so on
+/// stderr and exits with 128 + the signal. Call first thing in `main`, before other threads
+/// exist.
+pub fn exit_on_signals() {
+    // SAFETY: sigset_t and sigaction are plain data (zeroed, then filled by sigemptyset /
+    // sigaction, which only reads the current disposition); pthread_sigmask changes only this
+    // thread's mask (inherited by the threads it starts).
+    // A signal the parent set to be ignored stays ignored (`nohup` ignores SIGHUP, a
+    // non-interactive shell SIGINT for background jobs): a blocked signal is never discarded,
+    // so adding it to the set would make sigwait see what the parent meant to hide.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(s, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                continue;
+            }
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let spawned = std::thread::Builder::new()
+        .name("upg-signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: `set` is an initialised signal set and `sig` a valid out pointer.
+            while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            for p in PENDING.remove_all() {
+                eprintln!("upg: interrupted; removed the unfinished {}", p.display());
+            }
+            std::process::exit(128 + sig);
+        });
+    if spawned.is_err() {
+        // Without the thread the signals would stay blocked forever: unblock them again, so
+        // they keep their default effect (temporaries may then be left behind).
+        // SAFETY: as above.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_paths_are_removed_dropped_ones_are_not() {
+        let reg = Registry::new();
+        let d = tempfile::tempdir().unwrap();
+        let (f, sub, kept) = (d.path().join("f"), d.path().join("sub"), d.path().join("k"));
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::create_dir_all(sub.join("a")).unwrap();
+        std::fs::write(sub.join("a/b"), b"y").unwrap();
+        std::fs::write(&kept, b"z").unwrap();
+        let _rf = reg.register(&f);
+        let _rs = reg.register(&sub);
+        drop(reg.register(&kept));
+        let removed = reg.remove_all();
+        assert!(removed.contains(&f) && removed.contains(&sub), "{removed:?}");
+        assert!(!f.exists() && !sub.exists() && kept.exists());
+    }
+}
