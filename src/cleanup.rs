@@ -1,4 +1,5 @@
-//! Temporary outputs to remove when the process is interrupted.
+//! Temporary outputs to remove, and in-process mounts to detach, when the process is
+//! interrupted.
 //!
 //! `pack` writes `.NAME.upg-tmp-PID` next to the output and renames it when complete; `unpack`
 //! does the same with a directory. An error removes them (their guards' `Drop`), but SIGINT or
@@ -17,6 +18,25 @@ pub struct Registry(Mutex<Vec<PathBuf>>);
 /// The process-wide registry that [`exit_on_signals`] empties.
 pub static PENDING: Registry = Registry::new();
 
+/// Set by the signal thread as soon as a termination signal arrives.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// If a termination signal has arrived, never return: the signal thread is cleaning up and will
+/// end the process with 128 + the signal. `main` calls this before it exits, so that errors
+/// caused by the cleanup itself (a read of an aborted mount) do not win the race with a
+/// misleading message and exit status.
+pub fn wait_if_interrupted() {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// FUSE mounts served by this process (`upg demo`): [`exit_on_signals`] detaches them, so an
+/// interrupted demo does not leave a dead mount ("Transport endpoint is not connected").
+pub static MOUNTS: Registry = Registry::new();
+
 impl Registry {
     pub const fn new() -> Registry {
         Registry(Mutex::new(Vec::new()))
@@ -34,6 +54,48 @@ impl Registry {
             registry: self,
             path: path.to_path_buf(),
         }
+    }
+
+    /// Abort and detach every registered FUSE mount served by this process; returns those
+    /// detached. Aborting first matters: the process is about to exit, its serving thread with
+    /// it, and a thread of the same process blocked in a read of the mount (or the `FLUSH` sent
+    /// when exit closes a file opened on it) would otherwise wait for an answer forever, leaving
+    /// an unkillable process. The connection is found by the mount's device number in the
+    /// fusectl file system, which is mounted if it is not (the demo mounts only as root).
+    pub fn detach_all(&self) -> Vec<PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
+        let paths: Vec<PathBuf> = self.lock().drain(..).collect();
+        paths
+            .into_iter()
+            .filter(|p| {
+                if let Ok(m) = std::fs::metadata(p) {
+                    let dev = m.dev();
+                    // The kernel names connections by its own dev_t: major << 20 | minor.
+                    let kdev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+                    let ctl = Path::new("/sys/fs/fuse/connections");
+                    let abort = ctl.join(kdev.to_string()).join("abort");
+                    if !abort.exists() {
+                        // SAFETY: constant NUL-terminated strings; mount(2) only reads them.
+                        unsafe {
+                            libc::mount(
+                                c"fusectl".as_ptr(),
+                                c"/sys/fs/fuse/connections".as_ptr(),
+                                c"fusectl".as_ptr(),
+                                0,
+                                std::ptr::null(),
+                            )
+                        };
+                    }
+                    let _ = std::fs::write(&abort, b"1");
+                }
+                let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+                    return false;
+                };
+                // SAFETY: `c` is a valid NUL-terminated path; umount2 only reads it.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) == 0 }
+            })
+            .collect()
     }
 
     /// Remove every registered path (files and directories); returns the paths removed.
@@ -109,6 +171,10 @@ pub fn exit_on_signals() {
             let mut sig = 0;
             // SAFETY: `set` is an initialised signal set and `sig` a valid out pointer.
             while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            for p in MOUNTS.detach_all() {
+                eprintln!("upg: interrupted; unmounted {}", p.display());
+            }
             for p in PENDING.remove_all() {
                 eprintln!("upg: interrupted; removed the unfinished {}", p.display());
             }

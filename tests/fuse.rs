@@ -541,3 +541,64 @@ fn archive_deleted_while_mounted_keeps_serving() {
     umount(&f.mnt);
     assert!(wait_exit(g.child.as_mut().unwrap()).success());
 }
+
+/// `upg demo` serves its mount from a thread of its own process. Interrupted while it reads
+/// through that mount, the process used to hang forever in exit (closing a file on the mount
+/// waits for an answer from the serving thread, which exit has already stopped) and left a dead
+/// mount; now the signal thread aborts and detaches the mount first. The interrupt is sent at
+/// several moments after the mount appears; every run must end promptly with 128 + SIGTERM or
+/// success, and leave no mount behind.
+#[test]
+fn interrupted_demo_never_hangs_or_leaves_a_mount() {
+    if skip() {
+        return;
+    }
+    let upg = env!("CARGO_BIN_EXE_upg");
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("demo");
+    let mnt = work.join("mnt");
+    for trial in 0..8u64 {
+        let mut child = Command::new(upg)
+            .args(["demo", "--dir"])
+            .arg(&work)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while !is_mounted(&mnt) && child.try_wait().unwrap().is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "demo never mounted");
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        std::thread::sleep(Duration::from_millis(trial % 4));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let st = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if st.is_none() {
+            // Unstick it for the next tests: abort every FUSE connection of this machine's
+            // fusectl that belongs to the hung demo, then fail.
+            let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+            if let Ok(rd) = std::fs::read_dir("/sys/fs/fuse/connections") {
+                for c in rd.flatten() {
+                    let _ = std::fs::write(c.path().join("abort"), b"1");
+                }
+            }
+            let _ = child.kill();
+            panic!("trial {trial}: interrupted demo hung in exit");
+        }
+        let code = st.unwrap().code();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(matches!(code, Some(0) | Some(143)), "trial {trial}: {code:?} {err}");
+        assert!(!is_mounted(&mnt), "trial {trial}: mount left behind");
+    }
+}

@@ -123,7 +123,10 @@ fn main() -> ExitCode {
     upg::cleanup::exit_on_signals();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    match run(cli.cmd) {
+    let result = run(cli.cmd);
+    // Interrupted: the signal thread reports and exits with 128 + the signal.
+    upg::cleanup::wait_if_interrupted();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("upg: error: {e}");

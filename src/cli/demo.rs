@@ -47,8 +47,11 @@ pub fn run(work: &Path) -> Result<usize, String> {
     super::print_pack_summary(&s, &archive);
     let a = std::sync::Arc::new(Archive::open(&archive).map_err(|e| e.to_string())?);
     let mnt = work.join("mnt");
+    let mut mount_guard = None;
     let mounted = match try_mount(&a, &mnt) {
         Ok(m) => {
+            // Detached by the signal thread if the demo is interrupted while mounted.
+            mount_guard = Some(crate::cleanup::MOUNTS.register(&mnt));
             println!(
                 "3. mounted the archive on {} (FUSE); reading every file back THROUGH the mount \
                  and checking SHA-256",
@@ -100,6 +103,7 @@ pub fn run(work: &Path) -> Result<usize, String> {
     if let Some(m) = mounted {
         m.unmount()
             .map_err(|e| format!("unmounting {}: {e}", mnt.display()))?;
+        drop(mount_guard);
         println!("4. unmounted {}", mnt.display());
     }
     result.map(|()| bad)
