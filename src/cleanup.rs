@@ -64,15 +64,13 @@ impl Registry {
     /// fusectl file system, which is mounted if it is not (the demo mounts only as root).
     pub fn detach_all(&self) -> Vec<PathBuf> {
         use std::os::unix::ffi::OsStrExt;
-        use std::os::unix::fs::MetadataExt;
         let paths: Vec<PathBuf> = self.lock().drain(..).collect();
         paths
             .into_iter()
             .filter(|p| {
-                if let Ok(m) = std::fs::metadata(p) {
-                    let dev = m.dev();
-                    // The kernel names connections by its own dev_t: major << 20 | minor.
-                    let kdev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+                // The mount's device from /proc/self/mountinfo, not from a stat of the mount,
+                // which would itself be a FUSE request.
+                if let Some(kdev) = mount_dev(p) {
                     let ctl = Path::new("/sys/fs/fuse/connections");
                     let abort = ctl.join(kdev.to_string()).join("abort");
                     if !abort.exists() {
@@ -134,6 +132,33 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// The kernel's device number (`major << 20 | minor`, the name of its fusectl directory) of the
+/// mount whose mount point is `path`, from `/proc/self/mountinfo` (field 3 is `major:minor`,
+/// field 5 the mount point with spaces and the like octal-escaped); `None` if not mounted.
+fn mount_dev(path: &Path) -> Option<u64> {
+    // Canonicalize the parent only: resolving the mount point itself would stat the mount.
+    let want = match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => std::fs::canonicalize(if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        })
+        .map(|d| d.join(n))
+        .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    };
+    let want = want.to_str()?.replace('\\', "\\134").replace(' ', "\\040");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.get(4) != Some(&want.as_str()) {
+            return None;
+        }
+        let (maj, min) = f.get(2)?.split_once(':')?;
+        Some((maj.parse::<u64>().ok()? << 20) | min.parse::<u64>().ok()?)
+    })
+}
+
 /// Register `path` in the process-wide registry.
 pub fn register(path: &Path) -> Registered<'static> {
     PENDING.register(path)
@@ -191,6 +216,18 @@ pub fn exit_on_signals() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_dev_reads_mountinfo() {
+        // A fresh directory is no mount point; /proc always is, with the device stat reports.
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(mount_dev(&d.path().join("not-mounted")), None);
+        let proc_dev = mount_dev(Path::new("/proc")).expect("/proc is a mount point");
+        let st = std::fs::metadata("/proc").unwrap();
+        let dev = std::os::unix::fs::MetadataExt::dev(&st);
+        let want = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+        assert_eq!(proc_dev, want);
+    }
 
     #[test]
     fn registered_paths_are_removed_dropped_ones_are_not() {

@@ -47,11 +47,12 @@ pub fn run(work: &Path) -> Result<usize, String> {
     super::print_pack_summary(&s, &archive);
     let a = std::sync::Arc::new(Archive::open(&archive).map_err(|e| e.to_string())?);
     let mnt = work.join("mnt");
-    let mut mount_guard = None;
+    // Registered before mounting, so that an interrupt arriving right after the kernel mount
+    // appears still finds it: the signal thread aborts and detaches it (a no-op if the mount
+    // does not exist yet or any more).
+    let mount_guard = crate::cleanup::MOUNTS.register(&mnt);
     let mounted = match try_mount(&a, &mnt) {
         Ok(m) => {
-            // Detached by the signal thread if the demo is interrupted while mounted.
-            mount_guard = Some(crate::cleanup::MOUNTS.register(&mnt));
             println!(
                 "3. mounted the archive on {} (FUSE); reading every file back THROUGH the mount \
                  and checking SHA-256",
