@@ -207,7 +207,11 @@ mod tests {
         c.get_or_decode(4, || chunk(100, 4)).unwrap();
         let b = c.spare_buffer(100);
         assert_eq!(b, vec![2u8; 100], "chunk 2's buffer, stale bytes and all");
-        assert_eq!(c.spare_buffer(60), vec![0u8; 60], "no spare left: a fresh zeroed one");
+        assert_eq!(
+            c.spare_buffer(60),
+            vec![0u8; 60],
+            "no spare left: a fresh zeroed one"
+        );
         assert_eq!(held[0], 1);
         // Spares smaller than the request are left alone: a fresh zeroed buffer instead.
         c.get_or_decode(5, || chunk(100, 5)).unwrap();

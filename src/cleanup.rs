@@ -242,7 +242,10 @@ mod tests {
         let _rs = reg.register(&sub);
         drop(reg.register(&kept));
         let removed = reg.remove_all();
-        assert!(removed.contains(&f) && removed.contains(&sub), "{removed:?}");
+        assert!(
+            removed.contains(&f) && removed.contains(&sub),
+            "{removed:?}"
+        );
         assert!(!f.exists() && !sub.exists() && kept.exists());
     }
 }

@@ -334,10 +334,18 @@ fn closed_stdout_pipe_is_not_a_panic() {
     out.read_exact(&mut first).unwrap();
     drop(out);
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let st = child.wait().unwrap();
     assert!(!err.contains("panicked"), "{err}");
-    assert!(!st.success(), "the write to a closed pipe must end the command");
+    assert!(
+        !st.success(),
+        "the write to a closed pipe must end the command"
+    );
 }
 
 /// SIGTERM or Ctrl-C in the middle of a pack: no output, and no hidden temporary left behind.
@@ -359,7 +367,16 @@ fn interrupted_pack_leaves_nothing() {
     let out = out_dir.join("m.upg");
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_upg"))
-            .args(["pack", s(&model), "-o", s(&out), "--preset", "q4", "--threads", "1"])
+            .args([
+                "pack",
+                s(&model),
+                "-o",
+                s(&out),
+                "--preset",
+                "q4",
+                "--threads",
+                "1",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -377,7 +394,10 @@ fn interrupted_pack_leaves_nothing() {
             assert!(t0.elapsed().as_secs() < 60, "pack never started writing");
             std::thread::sleep(std::time::Duration::from_millis(2));
         };
-        assert!(seen, "pack finished before it could be interrupted: make the model larger");
+        assert!(
+            seen,
+            "pack finished before it could be interrupted: make the model larger"
+        );
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
         let st = child.wait().unwrap();

@@ -598,7 +598,10 @@ fn interrupted_demo_never_hangs_or_leaves_a_mount() {
         let code = st.unwrap().code();
         let mut err = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-        assert!(matches!(code, Some(0) | Some(143)), "trial {trial}: {code:?} {err}");
+        assert!(
+            matches!(code, Some(0) | Some(143)),
+            "trial {trial}: {code:?} {err}"
+        );
         if is_mounted(&mnt) {
             let _ = Command::new("umount").arg("-l").arg(&mnt).status();
             panic!("trial {trial}: mount left behind");

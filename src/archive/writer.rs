@@ -587,7 +587,9 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                 .flatten()
                 .any(|p| p.tensor.as_ref().is_some_and(|(n, _)| glob_match(pat, n)));
             if !hit {
-                notices.push(format!("pattern {pat:?} (--override/--keep) matched no tensor"));
+                notices.push(format!(
+                    "pattern {pat:?} (--override/--keep) matched no tensor"
+                ));
             }
         }
     }
