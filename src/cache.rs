@@ -44,10 +44,15 @@ struct Inner<E> {
     bytes: usize,
     inflight: HashMap<u32, Slot<E>>,
     spare: Vec<Vec<u8>>,
-    /// Sum of the spare buffers' capacities.
-    spare_bytes: usize,
     hits: u64,
     misses: u64,
+}
+
+impl<E> Inner<E> {
+    /// Capacity held by the spare buffers (a handful at most: summed when needed).
+    fn spare_bytes(&self) -> usize {
+        self.spare.iter().map(Vec::capacity).sum()
+    }
 }
 
 /// Counters for `bench` and the mount's statistics.
@@ -68,7 +73,6 @@ impl<E: Clone> ChunkCache<E> {
                 bytes: 0,
                 inflight: HashMap::new(),
                 spare: Vec::new(),
-                spare_bytes: 0,
                 hits: 0,
                 misses: 0,
             }),
@@ -126,9 +130,8 @@ impl<E: Clone> ChunkCache<E> {
                             g.bytes -= old.len();
                             // Unique: no reader holds it, so its memory can be decoded into.
                             if let Ok(v) = Arc::try_unwrap(old)
-                                && g.spare_bytes + v.capacity() <= MAX_SPARE_BYTES
+                                && g.spare_bytes() + v.capacity() <= MAX_SPARE_BYTES
                             {
-                                g.spare_bytes += v.capacity();
                                 g.spare.push(v);
                             }
                         }
@@ -147,11 +150,7 @@ impl<E: Clone> ChunkCache<E> {
         let v = {
             let mut g = self.lock();
             let i = g.spare.iter().rposition(|v| v.capacity() >= len);
-            i.map(|i| {
-                let v = g.spare.swap_remove(i);
-                g.spare_bytes -= v.capacity();
-                v
-            })
+            i.map(|i| g.spare.swap_remove(i))
         };
         match v {
             Some(mut v) => {
@@ -221,11 +220,7 @@ mod tests {
         // A spare with room but a shorter length is extended with zeros.
         let mut v = c.spare_buffer(100);
         v.truncate(10);
-        {
-            let mut g = c.lock();
-            g.spare_bytes += v.capacity();
-            g.spare.push(v);
-        }
+        c.lock().spare.push(v);
         let b = c.spare_buffer(50);
         assert_eq!(b.len(), 50);
         assert!(b[10..].iter().all(|&x| x == 0));
@@ -239,7 +234,7 @@ mod tests {
         for id in 0..4 {
             c.get_or_decode(id, || chunk(big, 1)).unwrap();
         }
-        assert!(c.lock().spare_bytes <= MAX_SPARE_BYTES);
+        assert!(c.lock().spare_bytes() <= MAX_SPARE_BYTES);
         assert_eq!(c.lock().spare.len(), 1);
     }
 

@@ -42,6 +42,11 @@ impl Registry {
         Registry(Mutex::new(Vec::new()))
     }
 
+    /// Empty the registry, returning what it held.
+    fn take_all(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut *self.lock())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
         // The list stays consistent whatever panicked while holding it (single push/remove).
         self.0.lock().unwrap_or_else(|p| p.into_inner())
@@ -64,8 +69,7 @@ impl Registry {
     /// fusectl file system, which is mounted if it is not (the demo mounts only as root).
     pub fn detach_all(&self) -> Vec<PathBuf> {
         use std::os::unix::ffi::OsStrExt;
-        let paths: Vec<PathBuf> = self.lock().drain(..).collect();
-        paths
+        self.take_all()
             .into_iter()
             .filter(|p| {
                 // The mount's device from /proc/self/mountinfo, not from a stat of the mount,
@@ -98,8 +102,7 @@ impl Registry {
 
     /// Remove every registered path (files and directories); returns the paths removed.
     pub fn remove_all(&self) -> Vec<PathBuf> {
-        let paths: Vec<PathBuf> = self.lock().drain(..).collect();
-        paths
+        self.take_all()
             .into_iter()
             .filter(|p| {
                 std::fs::remove_file(p)

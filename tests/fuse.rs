@@ -153,15 +153,22 @@ impl Drop for Guard {
     }
 }
 
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// The child's exit status once it exits, or `None` if it is still running after `limit`.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(st) = child.try_wait().unwrap() {
-            return st;
+            return Some(st);
         }
-        assert!(Instant::now() < deadline, "daemon did not exit");
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    exit_within(child, Duration::from_secs(20)).expect("daemon did not exit")
 }
 
 fn list(dir: &Path) -> Vec<(String, u64, u32)> {
@@ -573,16 +580,7 @@ fn interrupted_demo_never_hangs_or_leaves_a_mount() {
         std::thread::sleep(Duration::from_millis(trial % 4));
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let st = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break Some(st);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let st = exit_within(&mut child, Duration::from_secs(10));
         if st.is_none() {
             // Unstick it for the next tests: abort every FUSE connection of this machine's
             // fusectl that belongs to the hung demo, then fail.
