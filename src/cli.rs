@@ -26,6 +26,16 @@ pub fn progress_bar(show: bool, total: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// "1 file", "2 files": a count with its noun, plural when it is not one (`noun` takes an `s`).
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Human-readable byte count (binary units).
 pub fn human(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -55,10 +65,10 @@ pub fn ratio(bytes_in: u64, bytes_out: u64) -> String {
 /// Print the pack summary table.
 pub fn print_pack_summary(s: &crate::archive::writer::PackSummary, output: &std::path::Path) {
     println!(
-        "packed {} files, {} tensors, {} parameters into {}",
-        s.files,
-        s.tensors,
-        s.params,
+        "packed {}, {}, {} into {}",
+        count(s.files as u64, "file"),
+        count(s.tensors, "tensor"),
+        count(s.params, "parameter"),
         output.display()
     );
     println!(
@@ -85,8 +95,8 @@ pub fn print_pack_summary(s: &crate::archive::writer::PackSummary, output: &std:
     );
     if s.dedup_chunks > 0 {
         println!(
-            "  de-duplicated: {} chunks, {} stored once",
-            s.dedup_chunks,
+            "  de-duplicated: {}, {} stored once",
+            count(s.dedup_chunks, "chunk"),
             human(s.dedup_bytes)
         );
     }

@@ -63,7 +63,7 @@ impl Layout {
                     "tensor data is truncated or has trailing bytes (offsets do not match the file size)".into()
                 }
                 E::InvalidOffset(t) => format!("tensor {t:?}: offsets overlap, leave a gap or are out of order"),
-                E::InvalidHeaderDeserialization(e) => format!("header is not valid JSON: {e}"),
+                E::InvalidHeaderDeserialization(e) => header_json_error(&e),
                 e => e.to_string(),
             })
         })?;
@@ -88,6 +88,19 @@ impl Layout {
             data_start,
             tensors,
         })
+    }
+}
+
+/// Say what is wrong with a header the safetensors crate refused: bad JSON, or valid JSON that
+/// does not describe tensors (an unknown dtype is the common case).
+fn header_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data if e.to_string().starts_with("unknown variant") => {
+            format!("header names an unknown dtype: {e}")
+        }
+        Category::Data => format!("header is JSON but not a safetensors header: {e}"),
+        _ => format!("header is not valid JSON: {e}"),
     }
 }
 

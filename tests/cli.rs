@@ -145,6 +145,18 @@ fn bad_inputs_are_named() {
             "not valid JSON",
         ),
         (
+            "unknown-dtype",
+            Box::new(|d: &Path| {
+                std::fs::create_dir_all(d).unwrap();
+                let h = br#"{"a":{"dtype":"Q9","shape":[4],"data_offsets":[0,4]}}"#;
+                let mut b = (h.len() as u64).to_le_bytes().to_vec();
+                b.extend_from_slice(h);
+                b.extend_from_slice(&[0; 4]);
+                std::fs::write(d.join("model.safetensors"), b).unwrap();
+            }),
+            "header names an unknown dtype",
+        ),
+        (
             "overlap",
             Box::new(|d: &Path| {
                 std::fs::create_dir_all(d).unwrap();
@@ -409,4 +421,226 @@ fn interrupted_pack_leaves_nothing() {
         assert!(!out.exists(), "no output after an interrupted pack");
         assert_no_temp(&out_dir);
     }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn upg_mount(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_upg-mount"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The messages of issue 14's list, each as the user now sees it.
+#[test]
+fn messages_name_the_real_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_model(tmp.path());
+    let out = tmp.path().join("m.upg");
+
+    // Unknown preset: lists lossless too, no "cannot encode:" prefix.
+    let o = upg(&["pack", s(&dir), "-o", s(&out), "--preset", "q2"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("unknown preset \"q2\"; expected one of lossless, q8"),
+        "{e}"
+    );
+    assert!(!e.contains("cannot encode"), "{e}");
+    // A lossy override with an explicit lossless preset: the message knows --preset was given.
+    let o = upg(&[
+        "pack",
+        s(&dir),
+        "-o",
+        s(&out),
+        "--preset",
+        "lossless",
+        "--override",
+        "*=q8",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--preset lossless keeps every tensor lossless"),
+        "{e}"
+    );
+    assert!(!e.contains("needs --preset"), "{e}");
+    let o = upg(&["pack", s(&dir), "-o", s(&out), "--override", "*=q8"]);
+    assert!(stderr(&o).contains("without --preset"), "{}", stderr(&o));
+    assert!(!out.exists());
+
+    assert!(upg(&["pack", s(&dir), "-o", s(&out)]).status.success());
+    // verify --against a path that does not exist: one error, not a FAIL line per file.
+    let o = upg(&["verify", s(&out), "--against", "/nonexistent/upg-orig"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--against /nonexistent/upg-orig"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("FAIL"), "{}", stdout(&o));
+    // ... or a single file for a directory archive.
+    let f = dir.join("model.safetensors");
+    let o = upg(&["verify", s(&out), "--against", s(&f)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("is a file, but the archive holds 4 files"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("FAIL"), "{}", stdout(&o));
+
+    // bench refuses counts of zero instead of printing "0 threads" / "median of 1".
+    for flag in ["--threads", "--runs"] {
+        let o = upg(&["bench", s(&out), flag, "0"]);
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        assert!(
+            stderr(&o).contains("must be at least 1"),
+            "{flag}: {}",
+            stderr(&o)
+        );
+    }
+    let o = upg(&["bench", s(&out), "--threads", "1", "--runs", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    assert!(t.contains("1 thread :") && t.contains("(1 run)"), "{t}");
+
+    // --help describes the positionals and flags.
+    let h = stdout(&upg(&["verify", "--help"]));
+    assert!(
+        h.contains("The .upg archive to check") && h.contains("Print the report as JSON"),
+        "{h}"
+    );
+    let h = stdout(&upg(&["bench", "--help"]));
+    assert!(h.contains("Decodes of the whole archive"), "{h}");
+    let h = stdout(&upg(&["inspect", "--help"]));
+    assert!(h.contains("A .upg archive, a model directory"), "{h}");
+
+    // Truncated archive: verify reports a problem (exit 1, as its help says), not an error.
+    let bytes = std::fs::read(&out).unwrap();
+    let trunc = tmp.path().join("trunc.upg");
+    std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
+    let o = upg(&["verify", s(&trunc)]);
+    assert_eq!(o.status.code(), Some(1), "{} {}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("FAIL"), "{}", stdout(&o));
+    // A missing archive stays an error (2).
+    assert_eq!(
+        upg(&["verify", "/nonexistent/x.upg"]).status.code(),
+        Some(2)
+    );
+
+    // upg-mount with only an archive: the mountpoint is what is missing.
+    let o = upg_mount(&[s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("the mountpoint is missing"), "{e}");
+    assert!(!e.contains("<ARCHIVE>"), "{e}");
+    // An explicit cache size outside the sensible range is accepted with a note.
+    let o = upg_mount(&[s(&out), "/nonexistent/mnt", "--cache-size", "1K"]);
+    assert!(
+        stderr(&o).contains("below the default's floor"),
+        "{}",
+        stderr(&o)
+    );
+    let o = upg_mount(&[s(&out), "/nonexistent/mnt", "--cache-size", "100T"]);
+    assert!(
+        stderr(&o).contains("more than the memory available"),
+        "{}",
+        stderr(&o)
+    );
+    assert_no_temp(tmp.path());
+}
+
+/// Plurals: one problem is "1 problem", one file "1 file".
+#[test]
+fn counts_are_singular_for_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = small_model(tmp.path()).join("model.safetensors");
+    let out = tmp.path().join("one.upg");
+    let o = upg(&["pack", s(&f), "-o", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("packed 1 file, 1 tensor, "),
+        "{}",
+        stdout(&o)
+    );
+    let mut b = std::fs::read(&out).unwrap();
+    b[40] ^= 0x80;
+    std::fs::write(&out, &b).unwrap();
+    let o = upg(&["verify", s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = stdout(&o);
+    assert!(t.contains("1 file, ") && t.contains(": 1 problem\n"), "{t}");
+}
+
+/// Lossy: an override that quantizes a 1-D tensor is said; unpacking a lossy archive says it is
+/// lossy.
+#[test]
+fn lossy_surprises_are_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(14);
+    let dir = model_dir(
+        tmp.path(),
+        &[
+            tensor(&mut rng, "w", safetensors::Dtype::BF16, vec![512, 256]),
+            tensor(
+                &mut rng,
+                "ln.LayerNorm.weight",
+                safetensors::Dtype::BF16,
+                vec![4096],
+            ),
+        ],
+    );
+    let out = tmp.path().join("q.upg");
+    let o = upg(&[
+        "pack",
+        s(&dir),
+        "-o",
+        s(&out),
+        "--preset",
+        "q8",
+        "--override",
+        "*LayerNorm*=q8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        all.contains("ln.LayerNorm.weight is 1-D but quantized by an --override"),
+        "{all}"
+    );
+    let un = tmp.path().join("un");
+    let o = upg(&["unpack", s(&out), "-o", s(&un)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("lossy archive (preset q8)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Packing into a read-only file system names the output, not the hidden temporary. Needs root
+/// (mount); skipped with a message otherwise.
+#[test]
+fn read_only_output_names_the_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_model(tmp.path());
+    let mnt = tmp.path().join("rofs");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", s(&mnt)])
+        .status();
+    if !matches!(ok, Ok(st) if st.success()) {
+        eprintln!("SKIP read_only_output_names_the_output: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    let out = mnt.join("x.upg");
+    let o = upg(&["pack", s(&dir), "-o", s(&out)]);
+    let _ = Command::new("umount").arg(s(&mnt)).status();
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("rofs/x.upg: Read-only file system"), "{e}");
+    assert!(!e.contains("upg-tmp"), "{e}");
 }

@@ -282,7 +282,7 @@ pub fn unpack(a: &Archive, out: &Path, force: bool, progress: bool) -> Result<u6
     let _ = std::fs::remove_dir_all(&tmp);
     // Removed by the `upg` binary's signal thread if the unpack is interrupted.
     let _registered = crate::cleanup::register(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| ioe(&tmp, e))?;
+    std::fs::create_dir_all(&tmp).map_err(|e| ioe(out, e))?;
     let total: u64 = a.files().iter().map(|f| f.size).sum();
     let bar = crate::cli::progress_bar(progress, total, "unpacking");
     let result = (|| {

@@ -423,6 +423,16 @@ fn plan_file(
         if why == NOT_FLOAT_KEPT {
             notices.push(format!("{}: {} ({:?}) is {why}", f.rel, t.name, t.dtype));
         }
+        // The default rule keeps 1-D (and small) tensors lossless; an explicit override may
+        // still quantize them, which is allowed but said.
+        if why == "override" && preset.is_some() && t.shape.len() < 2 {
+            notices.push(format!(
+                "{}: {} is {}-D but quantized by an --override (the default keeps 1-D tensors lossless; --keep it to undo)",
+                f.rel,
+                t.name,
+                t.shape.len()
+            ));
+        }
         let codec = match (kind, preset) {
             (Some(k), Some(_)) => Codec::Quant(k),
             (Some(k), None) => Codec::Float(k),
@@ -618,7 +628,8 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     };
     // Removed by the `upg` binary's signal thread if the pack is interrupted.
     let _registered = crate::cleanup::register(&tmp);
-    let out_file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    // Errors name the output the user asked for, not the hidden temporary beside it.
+    let out_file = File::create(&tmp).map_err(|e| io_err(output, e))?;
     // Small buffer: encoded chunks (tens to hundreds of KiB) are larger than it and go to the
     // file directly (BufWriter bypasses its buffer for them), saving a copy; small records and
     // the index are still batched.

@@ -18,12 +18,10 @@ named after the archive without `.upg`. Returns once the mount is up and keeps s
 background (-f: stay in the foreground). `umount MOUNTPOINT`, SIGINT or SIGTERM unmount it."
 )]
 struct Cli {
-    /// Archives to mount: .upg files, or folders of them.
-    #[arg(required = true, value_name = "ARCHIVE")]
-    archives: Vec<PathBuf>,
-    /// The mountpoint: an existing empty directory.
-    #[arg(required = true)]
-    mountpoint: PathBuf,
+    /// Archives to mount (.upg files, or folders of them), then the mountpoint: an existing empty
+    /// directory.
+    #[arg(required = true, value_name = "ARCHIVE... MOUNTPOINT")]
+    paths: Vec<PathBuf>,
     /// Stay in the foreground (do not daemonize).
     #[arg(short, long)]
     foreground: bool,
@@ -51,10 +49,25 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // One positional list, split here: clap would fill ARCHIVE first and then call the missing
+    // argument `<ARCHIVE>...` when only an archive was given.
+    if cli.paths.len() < 2 {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                format!(
+                    "the mountpoint is missing: upg-mount ARCHIVE... MOUNTPOINT (got only {})",
+                    cli.paths[0].display()
+                ),
+            )
+            .exit();
+    }
+    let mountpoint = cli.paths.pop().unwrap_or_default();
     let code = run(MountArgs {
-        sources: cli.archives,
-        mountpoint: cli.mountpoint,
+        sources: cli.paths,
+        mountpoint,
         foreground: cli.foreground,
         cache_size: cli.cache_size,
         options: cli.options,

@@ -54,8 +54,8 @@ enum Cmd {
         /// report's INT8 + 50% pruning + codebook recipe). Lossy presets apply to 2-D float
         /// tensors with at least 65,536 elements; the rest stays lossless. Error figures are
         /// printed and stored in the archive.
-        #[arg(long, default_value = "lossless")]
-        preset: String,
+        #[arg(long, value_name = "PRESET")]
+        preset: Option<String>,
         /// Per-tensor override, PATTERN=PRESET (glob on the tensor name, `*` and `?`), first
         /// match wins; PRESET may be `lossless`. Repeatable, e.g. --override '*embed_tokens*=q8'.
         #[arg(long = "override", value_name = "PATTERN=PRESET")]
@@ -66,6 +66,7 @@ enum Cmd {
     },
     /// Extract every file, byte-identical to what was packed.
     Unpack {
+        /// The .upg archive to extract.
         archive: PathBuf,
         /// Output directory (must not exist or be empty, unless --force).
         #[arg(short, long)]
@@ -77,6 +78,7 @@ enum Cmd {
     /// Show the catalog (files, tensors, dtypes, shapes, parameters; stored size and codec for
     /// archives) of an archive, a model directory or a .safetensors file, without decoding tensors.
     Inspect {
+        /// A .upg archive, a model directory or a .safetensors file.
         path: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
@@ -85,23 +87,29 @@ enum Cmd {
         #[arg(long)]
         tensors: bool,
     },
-    /// Check every chunk's checksums and every file's SHA-256; exit 1 on any problem.
+    /// Check every chunk's checksums and every file's SHA-256; exit 1 on any problem found
+    /// (a damaged or truncated archive included), 2 when the archive cannot be read at all.
     Verify {
+        /// The .upg archive to check.
         archive: PathBuf,
         /// Also compare every file with the originals in this directory (or .safetensors file).
         #[arg(long)]
         against: Option<PathBuf>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Decode throughput of an archive per thread count (median of --runs).
     Bench {
+        /// The .upg archive to decode.
         archive: PathBuf,
         /// Thread counts to measure (default: 1, 2, 4, ... up to the core count).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', value_parser = at_least_one)]
         threads: Vec<usize>,
-        #[arg(long, default_value_t = 5)]
+        /// Decodes of the whole archive per thread count; the median is reported.
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         runs: usize,
+        /// Print the measurements as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -111,6 +119,15 @@ enum Cmd {
         #[arg(long, default_value = "target/upg-demo")]
         dir: PathBuf,
     },
+}
+
+/// A count that must be at least 1 (`--threads 0` or `--runs 0` would print figures of nothing).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -162,7 +179,7 @@ fn run(cmd: Cmd) -> Result<u8, String> {
             overrides,
             keep,
         } => {
-            let (preset, overrides) = lossy_options(&preset, &overrides, &keep)?;
+            let (preset, overrides) = lossy_options(preset.as_deref(), &overrides, &keep)?;
             let s = pack(
                 &input,
                 &output,
@@ -194,11 +211,17 @@ fn run(cmd: Cmd) -> Result<u8, String> {
             let a = Archive::open(&archive).map_err(|e| e.to_string())?;
             let n = verify::unpack(&a, &output, force, true).map_err(|e| e.to_string())?;
             println!(
-                "unpacked {} files ({}) into {}",
-                a.files().len(),
+                "unpacked {} ({}) into {}",
+                cli::count(a.files().len() as u64, "file"),
                 cli::human(n),
                 output.display()
             );
+            if let Some(p) = a.meta()["preset"].as_str().filter(|p| *p != "lossless") {
+                eprintln!(
+                    "note: lossy archive (preset {p}): quantized tensors hold the decoded \
+                     approximations, not the original bytes"
+                );
+            }
             Ok(0)
         }
         Cmd::Inspect {
@@ -222,8 +245,23 @@ fn run(cmd: Cmd) -> Result<u8, String> {
             against,
             json,
         } => {
-            let a = Archive::open_with(&archive, OpenOptions { cache_bytes: 0 })
-                .map_err(|e| e.to_string())?;
+            let a = match Archive::open_with(&archive, OpenOptions { cache_bytes: 0 }) {
+                Ok(a) => a,
+                // The archive is there but its framing or index is damaged (truncated, say):
+                // that is a verification failure (1), not a usage error (2).
+                Err(e @ upg::archive::ArchiveError::Format { .. }) => {
+                    println!("FAIL (archive): {e}");
+                    println!(
+                        "{}: damaged, nothing else could be checked",
+                        archive.display()
+                    );
+                    return Ok(1);
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            if let Some(root) = &against {
+                check_against(root, &a)?;
+            }
             let r = verify::verify(&a, against.as_deref());
             if json {
                 println!(
@@ -254,15 +292,15 @@ fn run(cmd: Cmd) -> Result<u8, String> {
                     ""
                 };
                 println!(
-                    "{}: {} files, {} chunks, {} checked{what}: {}",
+                    "{}: {}, {}, {} checked{what}: {}",
                     archive.display(),
-                    r.files_checked,
-                    r.chunks_checked,
+                    cli::count(r.files_checked as u64, "file"),
+                    cli::count(r.chunks_checked as u64, "chunk"),
                     cli::human(r.bytes_checked),
                     if r.problems.is_empty() {
                         "OK".to_string()
                     } else {
-                        format!("{} problems", r.problems.len())
+                        cli::count(r.problems.len() as u64, "problem")
                     }
                 );
             }
@@ -293,17 +331,21 @@ fn run(cmd: Cmd) -> Result<u8, String> {
             } else {
                 let bytes: u64 = a.files().iter().map(|f| f.size).sum();
                 println!(
-                    "{}: {} decoded, {} chunks",
+                    "{}: {} decoded, {}",
                     archive.display(),
                     cli::human(bytes),
-                    a.chunks().len()
+                    cli::count(a.chunks().len() as u64, "chunk")
                 );
                 for r in rows {
+                    let of = match r.runs.len() {
+                        1 => "1 run".to_string(),
+                        n => format!("median of {n} runs"),
+                    };
                     println!(
-                        "  {:>3} threads: {:.3} GiB/s (median of {})",
+                        "  {:>3} {}: {:.3} GiB/s ({of})",
                         r.threads,
+                        if r.threads == 1 { "thread " } else { "threads" },
                         r.median_gib_s,
-                        r.runs.len()
                     );
                 }
                 let list: Vec<String> = threads.iter().map(|t| t.to_string()).collect();
@@ -323,18 +365,32 @@ fn run(cmd: Cmd) -> Result<u8, String> {
                 );
                 Ok(0)
             } else {
-                println!("demo FAILED: {bad} files differ");
+                println!("demo FAILED: {} differ", cli::count(bad as u64, "file"));
                 Ok(1)
             }
         }
     }
 }
 
+/// `verify --against ROOT`: one clear error instead of a FAIL line per file when ROOT cannot be
+/// what the archive was packed from.
+fn check_against(root: &std::path::Path, a: &Archive) -> Result<(), String> {
+    let meta = std::fs::metadata(root).map_err(|e| format!("--against {}: {e}", root.display()))?;
+    if meta.is_file() && a.files().len() != 1 {
+        return Err(format!(
+            "--against {} is a file, but the archive holds {}: give the model directory",
+            root.display(),
+            cli::count(a.files().len() as u64, "file")
+        ));
+    }
+    Ok(())
+}
+
 type Overrides = Vec<(String, Option<Preset>)>;
 
 /// Parse --preset, --override and --keep into the pack options.
 fn lossy_options(
-    preset: &str,
+    preset_arg: Option<&str>,
     overrides: &[String],
     keep: &[String],
 ) -> Result<(Option<Preset>, Overrides), String> {
@@ -342,12 +398,16 @@ fn lossy_options(
         if p.trim().eq_ignore_ascii_case("lossless") {
             Ok(None)
         } else {
-            p.parse()
-                .map(Some)
-                .map_err(|e: upg::codec::CodecError| e.to_string())
+            p.parse().map(Some).map_err(|_| {
+                let names: Vec<String> = Preset::ALL.iter().map(|p| p.to_string()).collect();
+                format!(
+                    "unknown preset {p:?}; expected one of lossless, {}",
+                    names.join(", ")
+                )
+            })
         }
     };
-    let preset = parse(preset)?;
+    let preset = parse(preset_arg.unwrap_or("lossless")).map_err(|e| format!("--preset: {e}"))?;
     let mut ov = Vec::new();
     for o in overrides {
         let (pat, p) = o
@@ -362,11 +422,21 @@ fn lossy_options(
         ));
     }
     ov.extend(keep.iter().map(|k| (k.clone(), None)));
-    if preset.is_none() && ov.iter().any(|(_, p)| p.is_some()) {
-        return Err(
-            "--override with a lossy preset needs --preset (the default for the other tensors)"
-                .into(),
-        );
+    if preset.is_none()
+        && let Some(o) = overrides
+            .iter()
+            .zip(&ov)
+            .find_map(|(o, (_, p))| p.is_some().then_some(o))
+    {
+        let given = match preset_arg {
+            Some(p) => format!("--preset {p} keeps"),
+            None => "without --preset, the default keeps".into(),
+        };
+        return Err(format!(
+            "--override {o:?} asks for a lossy preset, but {given} every tensor lossless: \
+             give the lossy default with --preset (e.g. --preset q8) and --keep the tensors \
+             that must stay exact"
+        ));
     }
     Ok((preset, ov))
 }

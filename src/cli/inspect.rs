@@ -240,10 +240,10 @@ pub fn print(c: &Catalog, show_tensors: bool) {
         }
     }
     println!(
-        "  {} files, {} tensors, {} parameters",
-        c.files.len(),
-        c.tensors.len(),
-        c.params
+        "  {}, {}, {}",
+        super::count(c.files.len() as u64, "file"),
+        super::count(c.tensors.len() as u64, "tensor"),
+        super::count(c.params, "parameter")
     );
     println!("  {:>12} {:>12}  path", "size", "stored");
     for f in &c.files {

@@ -86,7 +86,19 @@ const DEFAULT_CACHE_SHARE: u64 = 8;
 /// Default cache for `archives` archives: min(64 MiB per archive, 1 GiB, MemAvailable / 8), at
 /// least 64 MiB.
 pub fn default_cache_size(archives: usize) -> u64 {
-    let avail = std::fs::read_to_string("/proc/meminfo")
+    let avail = mem_available();
+    let want = DEFAULT_CACHE_PER_ARCHIVE.saturating_mul(archives.max(1) as u64);
+    match avail {
+        Some(a) => want
+            .min(a / DEFAULT_CACHE_SHARE)
+            .clamp(DEFAULT_CACHE_MIN, DEFAULT_CACHE_MAX),
+        None => DEFAULT_CACHE_MIN,
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
             s.lines()
@@ -94,13 +106,29 @@ pub fn default_cache_size(archives: usize) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
-        .map(|kb| kb.saturating_mul(1024));
-    let want = DEFAULT_CACHE_PER_ARCHIVE.saturating_mul(archives.max(1) as u64);
-    match avail {
-        Some(a) => want
-            .min(a / DEFAULT_CACHE_SHARE)
-            .clamp(DEFAULT_CACHE_MIN, DEFAULT_CACHE_MAX),
-        None => DEFAULT_CACHE_MIN,
+        .map(|kb| kb.saturating_mul(1024))
+}
+
+/// A note on stderr for an explicit cache size outside the sensible range (accepted: tests use
+/// tiny caches on purpose, and the user may know better).
+fn cache_size_note(bytes: u64) -> Option<String> {
+    let h = crate::cli::human;
+    if bytes < DEFAULT_CACHE_MIN {
+        return Some(format!(
+            "--cache-size {} is below the default's floor of {}: chunks are decoded again and \
+             again when readers outrun it",
+            h(bytes),
+            h(DEFAULT_CACHE_MIN)
+        ));
+    }
+    match mem_available() {
+        Some(a) if bytes > a => Some(format!(
+            "--cache-size {} is more than the memory available now ({}): the daemon may be \
+             killed when the cache fills",
+            h(bytes),
+            h(a)
+        )),
+        _ => None,
     }
 }
 
@@ -234,6 +262,9 @@ fn run_inner(args: MountArgs) -> Result<(), MountError> {
         Some(s) => Some(parse_size(s).map_err(MountError::CacheSize)?),
         None => None,
     };
+    if let Some(note) = explicit.and_then(cache_size_note) {
+        eprintln!("upg-mount: note: {note}");
+    }
     check_mountpoint(&args.mountpoint)?;
     // Open every archive now, before forking, so errors reach the terminal directly.
     let list = vfs::expand_sources(&args.sources).map_err(|e| MountError::Vfs(Box::new(e)))?;
