@@ -100,8 +100,9 @@ pub fn print_pack_summary(s: &crate::archive::writer::PackSummary, output: &std:
             human(s.dedup_bytes)
         );
     }
+    // Notices go to stderr: they are warnings, not part of the table (and survive `> file`).
     for n in &s.notices {
-        println!("  note: {n}");
+        eprintln!("note: {n}");
     }
     if let Some(t) = &s.lossy_total {
         print_quality(&s.lossy, t);

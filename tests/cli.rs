@@ -644,3 +644,174 @@ fn read_only_output_names_the_output() {
     assert!(e.contains("rofs/x.upg: Read-only file system"), "{e}");
     assert!(!e.contains("upg-tmp"), "{e}");
 }
+
+/// `upg ls`, `upg cat`, `upg unpack ARCHIVE FILE...`.
+#[test]
+fn ls_cat_and_partial_unpack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_model(tmp.path());
+    let out = tmp.path().join("m.upg");
+    assert!(upg(&["pack", s(&dir), "-o", s(&out)]).status.success());
+
+    let o = upg(&["ls", s(&out), "--bytes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    let cfg = std::fs::read(dir.join("config.json")).unwrap();
+    for f in [
+        "config.json",
+        "empty.bin",
+        "model.safetensors",
+        "sub/notes.txt",
+    ] {
+        assert!(
+            t.lines().any(|l| l.ends_with(&format!("  {f}"))),
+            "{f}: {t}"
+        );
+    }
+    assert!(
+        t.contains(&format!("{}  0644  config.json", cfg.len())),
+        "{t}"
+    );
+    let t = stdout(&upg(&["ls", s(&out), "sub"]));
+    assert_eq!(t.lines().count(), 1, "{t}");
+    assert!(t.contains("sub/notes.txt"), "{t}");
+    let o = upg(&["ls", s(&out), "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("\"nope\" is not in the archive"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = upg(&["cat", s(&out), "config.json"]);
+    assert!(o.status.success());
+    assert_eq!(o.stdout, cfg);
+    let o = upg(&["cat", s(&out), "model.safetensors"]);
+    assert_eq!(
+        o.stdout,
+        std::fs::read(dir.join("model.safetensors")).unwrap()
+    );
+    let o = upg(&["cat", s(&out), "missing.json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not in the archive"), "{}", stderr(&o));
+
+    let un = tmp.path().join("some");
+    let o = upg(&["unpack", s(&out), "config.json", "sub", "-o", s(&un)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("unpacked 2 files"), "{}", stdout(&o));
+    assert_eq!(std::fs::read(un.join("config.json")).unwrap(), cfg);
+    assert!(un.join("sub/notes.txt").exists());
+    assert!(!un.join("model.safetensors").exists());
+    let o = upg(&["unpack", s(&out), "nope", "-o", s(&tmp.path().join("x"))]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!tmp.path().join("x").exists());
+
+    // A damaged chunk: cat fails naming the file; unpack --keep-going writes the intact files,
+    // leaves the damaged one out and exits 1.
+    let mut b = std::fs::read(&out).unwrap();
+    b[40] ^= 0x80;
+    std::fs::write(&out, &b).unwrap();
+    let o = upg(&["verify", s(&out), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bad = v["problems"][0]["file"].as_str().unwrap().to_string();
+    let o = upg(&["cat", s(&out), &bad]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(&format!("{bad} at offset 0")),
+        "{}",
+        stderr(&o)
+    );
+    let un = tmp.path().join("kept");
+    let o = upg(&["unpack", s(&out), "-o", s(&un), "--keep-going"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains(&format!("damaged, not written: {bad}")), "{e}");
+    assert!(e.contains("1 file is damaged"), "{e}");
+    assert!(!un.join(&bad).exists(), "damaged file written");
+    for f in [
+        "config.json",
+        "empty.bin",
+        "model.safetensors",
+        "sub/notes.txt",
+    ] {
+        if f != bad {
+            assert_eq!(
+                std::fs::read(un.join(f)).unwrap(),
+                std::fs::read(dir.join(f)).unwrap(),
+                "{f}"
+            );
+        }
+    }
+    assert_no_temp(tmp.path());
+}
+
+/// -q, -v and -vv on `upg`; completions; the man page; `upg mount` as upg-mount.
+#[test]
+fn verbosity_completions_man_and_mount_alias() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_model(tmp.path());
+    let out = tmp.path().join("m.upg");
+    let o = upg(&["-q", "pack", s(&dir), "-o", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        o.stdout.is_empty() && o.stderr.is_empty(),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let o = upg(&["verify", s(&out), "-q"]);
+    assert!(o.status.success() && o.stdout.is_empty(), "{}", stdout(&o));
+    let o = upg(&["pack", s(&dir), "-o", s(&out), "--force", "-v"]);
+    assert!(
+        stderr(&o).contains("model.safetensors: ") && stderr(&o).contains("(0 lossy)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("DEBUG"), "{}", stderr(&o));
+    let o = upg(&["-vv", "pack", s(&dir), "-o", s(&out), "--force"]);
+    assert!(
+        stderr(&o).contains("model.safetensors: w"),
+        "{}",
+        stderr(&o)
+    );
+    let o = upg(&["-v", "verify", s(&out)]);
+    assert!(stderr(&o).contains("checked config.json"), "{}", stderr(&o));
+
+    for (shell, want) in [
+        ("bash", "_upg()"),
+        ("zsh", "#compdef upg"),
+        ("fish", "complete -c upg"),
+    ] {
+        let o = upg(&["completions", shell]);
+        assert!(o.status.success(), "{shell}");
+        let t = stdout(&o);
+        assert!(
+            t.contains(want) && t.contains("unpack"),
+            "{shell}: {}",
+            &t[..t.len().min(300)]
+        );
+    }
+    let o = upg(&["man"]);
+    assert!(o.status.success());
+    let t = stdout(&o);
+    assert!(
+        t.contains(".TH upg 1") && t.contains("unpack"),
+        "{}",
+        &t[..t.len().min(300)]
+    );
+
+    let o = upg(&["mount", s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("the mountpoint is missing"),
+        "{}",
+        stderr(&o)
+    );
+    let o = upg(&["mount", s(&out), "/nonexistent/mnt"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("upg-mount: mountpoint /nonexistent/mnt: does not exist"),
+        "{}",
+        stderr(&o)
+    );
+}

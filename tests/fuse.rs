@@ -606,3 +606,28 @@ fn interrupted_demo_never_hangs_or_leaves_a_mount() {
         }
     }
 }
+
+/// `upg mount` is upg-mount: it daemonizes, returns once the mount is up, and serves the bytes.
+#[test]
+fn upg_mount_alias_mounts_and_serves() {
+    if skip() {
+        return;
+    }
+    let f = fixture(DEMO, 256 << 10);
+    let _g = Guard {
+        mnt: f.mnt.clone(),
+        child: None,
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_upg"))
+        .args(["mount".as_ref(), f.archive.as_os_str(), f.mnt.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(is_mounted(&f.mnt));
+    let got = std::fs::read(f.mnt.join("model.safetensors")).unwrap();
+    assert_eq!(
+        got,
+        std::fs::read(f.model.join("model.safetensors")).unwrap()
+    );
+    umount(&f.mnt);
+}

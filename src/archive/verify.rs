@@ -133,6 +133,11 @@ pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
             Ok(())
         });
         rep.files_checked += 1;
+        tracing::info!(
+            "checked {}: {}",
+            f.path,
+            if res.is_ok() { "chunks OK" } else { "damaged" }
+        );
         match res {
             Err(p) => rep.problems.push(p),
             Ok(n) => {
@@ -259,17 +264,67 @@ pub enum UnpackError {
     Archive(#[from] ArchiveError),
 }
 
-/// Write every stored file under `out`. Files are written into a temporary directory beside
+/// What `unpack` writes and how it treats damage.
+#[derive(Debug, Clone, Default)]
+pub struct UnpackOptions {
+    /// Replace an existing non-empty output directory.
+    pub force: bool,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+    /// Only these files (indices into `Archive::files`); `None`: every file.
+    pub only: Option<Vec<usize>>,
+    /// Write every intact file and skip damaged ones instead of stopping at the first.
+    pub keep_going: bool,
+}
+
+/// What `unpack` wrote.
+#[derive(Debug, Default)]
+pub struct UnpackReport {
+    /// Files written, every one complete and checked against its SHA-256.
+    pub files: usize,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Files not written because they are damaged (only with `keep_going`).
+    pub damaged: Vec<Problem>,
+}
+
+/// The archive files that `paths` name: a stored file's path, or a directory prefix of some.
+pub fn select_files(a: &Archive, paths: &[String]) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        let p = p.trim_matches('/');
+        let before = out.len();
+        for (i, f) in a.files().iter().enumerate() {
+            let under = p.is_empty()
+                || f.path == p
+                || f.path.strip_prefix(p).is_some_and(|r| r.starts_with('/'));
+            if under && !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        if out.len() == before && !a.files().iter().any(|f| f.path == p) {
+            return Err(format!(
+                "{p:?} is not in the archive (`upg ls ARCHIVE` lists its files)"
+            ));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Write the stored files under `out`. Files are written into a temporary directory beside
 /// `out`, each checked against its SHA-256, and the directory is renamed into place only when all
-/// are complete: a damaged archive or a full disk leaves nothing under `out`.
-pub fn unpack(a: &Archive, out: &Path, force: bool, progress: bool) -> Result<u64, UnpackError> {
+/// are complete: a damaged archive or a full disk leaves nothing under `out`. With `keep_going`,
+/// a damaged file is removed again (a partial file never looks complete), named in the report,
+/// and the intact ones are still renamed into place.
+pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackReport, UnpackError> {
     let ioe = |path: &Path, e: std::io::Error| UnpackError::Io {
         path: path.to_path_buf(),
         msg: e.to_string(),
     };
     let exists = out.exists();
     if exists
-        && !force
+        && !opts.force
         && std::fs::read_dir(out)
             .map_err(|e| ioe(out, e))?
             .next()
@@ -283,10 +338,16 @@ pub fn unpack(a: &Archive, out: &Path, force: bool, progress: bool) -> Result<u6
     // Removed by the `upg` binary's signal thread if the unpack is interrupted.
     let _registered = crate::cleanup::register(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| ioe(out, e))?;
-    let total: u64 = a.files().iter().map(|f| f.size).sum();
-    let bar = crate::cli::progress_bar(progress, total, "unpacking");
+    let selected: Vec<usize> = match &opts.only {
+        Some(v) => v.clone(),
+        None => (0..a.files().len()).collect(),
+    };
+    let total: u64 = selected.iter().map(|&i| a.files()[i].size).sum();
+    let bar = crate::cli::progress_bar(opts.progress, total, "unpacking");
+    let mut rep = UnpackReport::default();
     let result = (|| {
-        for (fi, f) in a.files().iter().enumerate() {
+        for &fi in &selected {
+            let f = &a.files()[fi];
             let dest = tmp.join(&f.path);
             if let Some(p) = dest.parent() {
                 std::fs::create_dir_all(p).map_err(|e| ioe(p, e))?;
@@ -296,36 +357,55 @@ pub fn unpack(a: &Archive, out: &Path, force: bool, progress: bool) -> Result<u6
                 File::create(&dest).map_err(|e| ioe(&dest, e))?,
             );
             let mut sha = Sha256::new();
-            stream_file(a, fi, |d| {
+            let mut write_failed = None;
+            let streamed = stream_file(a, fi, |d| {
                 sha.update(d);
                 bar.inc(d.len() as u64);
-                w.write_all(d)
-                    .map_err(|e| format!("writing {}: {e}", dest.display()))
-            })
-            .map_err(UnpackError::Damaged)?;
-            if <[u8; 32]>::from(sha.finalize()) != f.sha256 {
-                return Err(UnpackError::Damaged(Problem {
+                w.write_all(d).map_err(|e| {
+                    write_failed = Some(e.to_string());
+                    format!("writing {}: {e}", dest.display())
+                })
+            });
+            let damage = match streamed {
+                // A failed write is the disk's fault, not the archive's: always fatal.
+                Err(p) if write_failed.is_some() => return Err(UnpackError::Damaged(p)),
+                Err(p) => Some(p),
+                Ok(_) if <[u8; 32]>::from(sha.finalize()) != f.sha256 => Some(Problem {
                     file: Some(f.path.clone()),
                     offset: None,
                     message: "SHA-256 mismatch".into(),
-                }));
+                }),
+                Ok(_) => None,
+            };
+            if let Some(p) = damage {
+                if !opts.keep_going {
+                    return Err(UnpackError::Damaged(p));
+                }
+                drop(w);
+                std::fs::remove_file(&dest).map_err(|e| ioe(&dest, e))?;
+                rep.damaged.push(p);
+                continue;
             }
             let file = w.into_inner().map_err(|e| ioe(&dest, e.into_error()))?;
             file.sync_all().map_err(|e| ioe(&dest, e))?;
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(f.mode & 0o7777))
                 .map_err(|e| ioe(&dest, e))?;
+            rep.files += 1;
+            rep.bytes += f.size;
+            tracing::info!("wrote {} ({} bytes)", f.path, f.size);
         }
         if exists {
             std::fs::remove_dir_all(out).map_err(|e| ioe(out, e))?;
         }
         std::fs::rename(&tmp, out).map_err(|e| ioe(out, e))?;
-        Ok(total)
+        Ok(())
     })();
     bar.finish_and_clear();
-    if result.is_err() {
+    if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    result
+    Ok(rep)
 }
 
 /// Little-endian floats of `kind` as f64.

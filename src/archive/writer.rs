@@ -588,6 +588,28 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         .iter()
         .map(|f| plan_file(f, opts, &mut notices))
         .collect::<Result<_, _>>()?;
+    // `upg -v`: what will be stored how; `-vv`: every tensor's codec.
+    for (f, plan) in inputs.iter().zip(&plans) {
+        let tensors = plan.iter().filter(|p| p.tensor.is_some()).count();
+        let lossy = plan.iter().filter(|p| p.preset.is_some()).count();
+        tracing::info!(
+            "{}: {} bytes, {tensors} tensors ({lossy} lossy)",
+            f.rel,
+            f.size
+        );
+        for p in plan {
+            if let Some((name, _)) = &p.tensor {
+                tracing::debug!(
+                    "{}: {name} {:?} {:?} -> {:?}{}",
+                    f.rel,
+                    p.class,
+                    p.shape,
+                    p.codec,
+                    p.preset.map(|x| format!(" ({x})")).unwrap_or_default()
+                );
+            }
+        }
+    }
     // A pattern that matches nothing is most likely a typo (or a tied `lm_head` that does not
     // exist): say so instead of silently packing those tensors under the default preset.
     if opts.preset.is_some() {

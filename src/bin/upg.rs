@@ -17,12 +17,15 @@ use upg::codec::quant::Preset;
     about = "Keep LLM weights compressed on disk; read them back byte-exact.",
     long_about = "upg packs a Hugging Face model directory (safetensors shards, configs, tokenizers) into one \
 .upg archive with float-aware lossless compression, and serves any byte range back without unpacking. \
-Mount an archive with `upg-mount` to give unmodified tools the original files."
+Mount an archive with `upg mount` (or `upg-mount`) to give unmodified tools the original files."
 )]
 struct Cli {
-    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    /// More log output on stderr (-v: what each step does, -vv: debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Quiet: no progress bars, summaries or notes; errors and verification failures only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -64,17 +67,53 @@ enum Cmd {
         #[arg(long, value_name = "PATTERN")]
         keep: Vec<String>,
     },
-    /// Extract every file, byte-identical to what was packed.
+    /// Extract every file (or the FILEs named), byte-identical to what was packed.
     Unpack {
         /// The .upg archive to extract.
         archive: PathBuf,
+        /// Only these stored files (paths as `upg ls` prints them; a directory takes all below).
+        files: Vec<String>,
         /// Output directory (must not exist or be empty, unless --force).
         #[arg(short, long)]
         output: PathBuf,
         /// Replace an existing non-empty output directory.
         #[arg(long)]
         force: bool,
+        /// Write every intact file of a damaged archive and name the damaged ones (which are not
+        /// written: a partial file never looks complete); exit 1 if any is damaged.
+        #[arg(long)]
+        keep_going: bool,
     },
+    /// List the stored files (size, mode, path), all or those under PATH.
+    Ls {
+        /// The .upg archive to list.
+        archive: PathBuf,
+        /// A stored file or directory (default: everything).
+        path: Option<String>,
+        /// Exact sizes in bytes instead of KiB/MiB/GiB.
+        #[arg(short, long)]
+        bytes: bool,
+    },
+    /// Write one stored file's bytes to stdout (checked as they are decoded).
+    Cat {
+        /// The .upg archive.
+        archive: PathBuf,
+        /// The stored file (its path as `upg ls` prints it).
+        file: String,
+    },
+    /// Mount archives read-only (the same command as `upg-mount`).
+    #[command(long_about = cli::mount::LONG_ABOUT)]
+    Mount {
+        #[command(flatten)]
+        args: cli::mount::MountCli,
+    },
+    /// Print a shell completion script: `upg completions bash > /etc/bash_completion.d/upg`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `upg man | man -l -`.
+    Man,
     /// Show the catalog (files, tensors, dtypes, shapes, parameters; stored size and codec for
     /// archives) of an archive, a model directory or a .safetensors file, without decoding tensors.
     Inspect {
@@ -136,11 +175,17 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal's disposition to the default has no preconditions; no other
     // thread exists yet.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = Cli::parse();
+    // `upg mount` forks its daemon before any thread exists: dispatch it before the signal
+    // thread below is started. It sets up its own logging and signal handling.
+    if let Cmd::Mount { args } = cli.cmd {
+        let code = cli::mount::run(args.into_args::<Cli>(cli.verbose));
+        return ExitCode::from(u8::try_from(code).unwrap_or(2));
+    }
     // Ctrl-C / SIGTERM during pack or unpack: remove the unfinished temporary output, then exit.
     upg::cleanup::exit_on_signals();
-    let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let result = run(cli.cmd);
+    let result = run(cli.cmd, cli.quiet);
     // Interrupted: the signal thread reports and exits with 128 + the signal.
     upg::cleanup::wait_if_interrupted();
     match result {
@@ -166,7 +211,7 @@ fn init_tracing(v: u8) {
         .try_init();
 }
 
-fn run(cmd: Cmd) -> Result<u8, String> {
+fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
     match cmd {
         Cmd::Pack {
             input,
@@ -187,7 +232,7 @@ fn run(cmd: Cmd) -> Result<u8, String> {
                     chunk_size,
                     threads,
                     force,
-                    progress: !json,
+                    progress: !json && !quiet,
                     preset,
                     overrides,
                 },
@@ -198,30 +243,119 @@ fn run(cmd: Cmd) -> Result<u8, String> {
                     "{}",
                     serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
                 );
-            } else {
+            } else if !quiet {
                 cli::print_pack_summary(&s, &output);
             }
             Ok(0)
         }
         Cmd::Unpack {
             archive,
+            files,
             output,
             force,
+            keep_going,
         } => {
             let a = Archive::open(&archive).map_err(|e| e.to_string())?;
-            let n = verify::unpack(&a, &output, force, true).map_err(|e| e.to_string())?;
-            println!(
-                "unpacked {} ({}) into {}",
-                cli::count(a.files().len() as u64, "file"),
-                cli::human(n),
-                output.display()
-            );
-            if let Some(p) = a.meta()["preset"].as_str().filter(|p| *p != "lossless") {
+            let only = if files.is_empty() {
+                None
+            } else {
+                Some(verify::select_files(&a, &files)?)
+            };
+            let opts = verify::UnpackOptions {
+                force,
+                progress: !quiet,
+                only,
+                keep_going,
+            };
+            let r = verify::unpack(&a, &output, &opts).map_err(|e| e.to_string())?;
+            for p in &r.damaged {
+                let at = p
+                    .offset
+                    .map(|o| format!(" at offset {o}"))
+                    .unwrap_or_default();
                 eprintln!(
-                    "note: lossy archive (preset {p}): quantized tensors hold the decoded \
-                     approximations, not the original bytes"
+                    "upg: damaged, not written: {}{at}: {}",
+                    p.file.as_deref().unwrap_or("(archive)"),
+                    p.message
                 );
             }
+            if !quiet {
+                println!(
+                    "unpacked {} ({}) into {}",
+                    cli::count(r.files as u64, "file"),
+                    cli::human(r.bytes),
+                    output.display()
+                );
+                if let Some(p) = a.meta()["preset"].as_str().filter(|p| *p != "lossless") {
+                    eprintln!(
+                        "note: lossy archive (preset {p}): quantized tensors hold the decoded \
+                         approximations, not the original bytes"
+                    );
+                }
+            }
+            if r.damaged.is_empty() {
+                Ok(0)
+            } else {
+                let n = match r.damaged.len() {
+                    1 => "1 file is".to_string(),
+                    n => format!("{n} files are"),
+                };
+                eprintln!("upg: {n} damaged; the files written are complete and checked");
+                Ok(1)
+            }
+        }
+        Cmd::Ls {
+            archive,
+            path,
+            bytes,
+        } => {
+            let a = Archive::open(&archive).map_err(|e| e.to_string())?;
+            let sel = match &path {
+                Some(p) => verify::select_files(&a, std::slice::from_ref(p))?,
+                None => (0..a.files().len()).collect(),
+            };
+            for i in sel {
+                let f = &a.files()[i];
+                let size = if bytes {
+                    f.size.to_string()
+                } else {
+                    cli::human(f.size)
+                };
+                println!("{:>12}  {:04o}  {}", size, f.mode & 0o7777, f.path);
+            }
+            Ok(0)
+        }
+        Cmd::Cat { archive, file } => {
+            use std::io::Write;
+            let a = Archive::open(&archive).map_err(|e| e.to_string())?;
+            let fi = a.file_index(file.trim_start_matches('/')).ok_or_else(|| {
+                format!("{file:?} is not in the archive (`upg ls ARCHIVE` lists its files)")
+            })?;
+            let out = std::io::stdout();
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, out.lock());
+            verify::stream_file(&a, fi, |d| w.write_all(d).map_err(|e| e.to_string())).map_err(
+                |p| {
+                    let at = p
+                        .offset
+                        .map(|o| format!(" at offset {o}"))
+                        .unwrap_or_default();
+                    format!("{file}{at}: {}", p.message)
+                },
+            )?;
+            w.flush().map_err(|e| e.to_string())?;
+            Ok(0)
+        }
+        Cmd::Mount { .. } => Err("mount is dispatched before this point".into()),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "upg", &mut std::io::stdout());
+            Ok(0)
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| e.to_string())?;
             Ok(0)
         }
         Cmd::Inspect {
@@ -279,6 +413,9 @@ fn run(cmd: Cmd) -> Result<u8, String> {
                         p.file.as_deref().unwrap_or("(archive)"),
                         p.message
                     );
+                }
+                if quiet {
+                    return Ok(if r.problems.is_empty() { 0 } else { 1 });
                 }
                 if let Some(total) = &r.lossy_total {
                     println!(

@@ -49,6 +49,78 @@ pub enum MountError {
     Daemon(String),
 }
 
+/// `upg-mount --help`'s long description (also `upg mount`'s).
+pub const LONG_ABOUT: &str = "Mount one or several .upg archives (or a folder of them) read-only. \
+A single archive puts its files at the mountpoint's root; several archives (or a folder) get one \
+sub-directory each, named after the archive without `.upg`. Returns once the mount is up and keeps \
+serving in the background (-f: stay in the foreground). `umount MOUNTPOINT`, SIGINT or SIGTERM \
+unmount it.";
+
+/// The command-line arguments of `upg-mount` and `upg mount` (one definition for both).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MountCli {
+    /// Archives to mount (.upg files, or folders of them), then the mountpoint: an existing empty
+    /// directory.
+    #[arg(required = true, value_name = "ARCHIVE... MOUNTPOINT")]
+    pub paths: Vec<PathBuf>,
+    /// Stay in the foreground (do not daemonize).
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Decoded-chunk cache size over all archives: bytes or with K/M/G suffix (default:
+    /// min(64 MiB per archive, 1 GiB, MemAvailable/8), at least 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub cache_size: Option<String>,
+    /// Mount options, comma-separated: allow_other, allow_root, ro (always on), nosuid, nodev,
+    /// noexec, noatime, default_permissions, fsname=NAME, subtype=NAME.
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    /// Append the daemon's log to this file (a daemon otherwise discards its log).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// FUSE worker threads (default: two per core, 4 to 16).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Kernel readahead for the mount in KiB, set through the mount's bdi (needs root; 0 keeps
+    /// the kernel's 128 KiB). 1024 lets one request carry a whole 1 MiB read.
+    #[arg(long, value_name = "KIB", default_value_t = crate::fuse::DEFAULT_READAHEAD_KB)]
+    pub readahead_kb: u32,
+}
+
+impl MountCli {
+    /// Split the positional list into archives and mountpoint; exits with a usage error (as clap
+    /// does, through `C`'s command) when the mountpoint is missing. One list, split here: clap
+    /// would fill ARCHIVE first and then call the missing argument `<ARCHIVE>...`.
+    /// `verbose` is the -v count (a flag of the binary: global in `upg`).
+    pub fn into_args<C: clap::CommandFactory>(mut self, verbose: u8) -> MountArgs {
+        if self.paths.len() < 2 {
+            C::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    format!(
+                        "the mountpoint is missing: upg-mount ARCHIVE... MOUNTPOINT (got only {})",
+                        self.paths
+                            .first()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    ),
+                )
+                .exit();
+        }
+        let mountpoint = self.paths.pop().unwrap_or_default();
+        MountArgs {
+            sources: self.paths,
+            mountpoint,
+            foreground: self.foreground,
+            cache_size: self.cache_size,
+            options: self.options,
+            log_file: self.log_file,
+            verbose,
+            threads: self.threads,
+            readahead_kb: self.readahead_kb,
+        }
+    }
+}
+
 /// Parsed arguments (the binary fills this from clap).
 #[derive(Debug, Clone)]
 pub struct MountArgs {
