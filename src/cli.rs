@@ -15,15 +15,33 @@ pub fn progress_bar(show: bool, total: u64, what: &str) -> ProgressBar {
         return ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
     }
     let pb = ProgressBar::new(total);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:>9} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    pb.set_style(bar_style(false));
     pb.set_message(what.to_string());
     pb
+}
+
+/// Before the first output the bar shows no rate or ETA (there is none to show); after it, both.
+fn bar_style(counting: bool) -> ProgressStyle {
+    let t = if counting {
+        "{msg:>9} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+    } else {
+        "{msg:>9} [{bar:40}] {bytes}/{total_bytes} starting ({elapsed})"
+    };
+    ProgressStyle::with_template(t)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// Advance `pb` by `n` bytes of output. The first output starts the clock of the rate and the
+/// ETA: planning and start-up before it (lossy scales over whole tensors, the first parallel
+/// decode step) would otherwise make both meaningless ("eta 3d" for a 6 s job).
+pub fn bar_inc(pb: &ProgressBar, n: u64) {
+    if pb.position() == 0 && n > 0 {
+        pb.reset_elapsed();
+        pb.reset_eta();
+        pb.set_style(bar_style(true));
+    }
+    pb.inc(n);
 }
 
 /// "1 file", "2 files": a count with its noun, plural when it is not one (`noun` takes an `s`).
@@ -62,8 +80,12 @@ pub fn ratio(bytes_in: u64, bytes_out: u64) -> String {
     format!("{r:.3}x, {saved:.2}% saved")
 }
 
-/// Print the pack summary table.
-pub fn print_pack_summary(s: &crate::archive::writer::PackSummary, output: &std::path::Path) {
+/// Print the pack summary table; `all_tensors`: every lossy tensor's row, not only the worst.
+pub fn print_pack_summary(
+    s: &crate::archive::writer::PackSummary,
+    output: &std::path::Path,
+    all_tensors: bool,
+) {
     println!(
         "packed {}, {}, {} into {}",
         count(s.files as u64, "file"),
@@ -105,7 +127,7 @@ pub fn print_pack_summary(s: &crate::archive::writer::PackSummary, output: &std:
         eprintln!("note: {n}");
     }
     if let Some(t) = &s.lossy_total {
-        print_quality(&s.lossy, t);
+        print_quality(&s.lossy, t, all_tensors);
     }
     let gib = s.bytes_in as f64 / (1u64 << 30) as f64;
     println!(
@@ -116,20 +138,34 @@ pub fn print_pack_summary(s: &crate::archive::writer::PackSummary, output: &std:
     );
 }
 
-/// Per-tensor and whole-model error figures of a lossy pack (also used by `inspect`).
+/// Lossy tensors listed by default: the worst few by SNR. A 7B model has hundreds of quantized
+/// tensors; the whole-model row and the worst ones are what a reader acts on.
+pub const WORST_TENSORS: usize = 5;
+
+/// Whole-model error figures of a lossy archive and the tensors with the lowest SNR (every tensor
+/// with `all`), for `pack` and `verify --against`.
 pub fn print_quality(
     rows: &[crate::archive::writer::TensorQuality],
     total: &crate::archive::writer::TensorQuality,
+    all: bool,
 ) {
-    println!(
-        "  lossy tensors ({}): bits/weight, ratio vs input, SNR, relative RMS error, max abs error",
-        rows.len()
-    );
+    let mut shown: Vec<&crate::archive::writer::TensorQuality> = rows.iter().collect();
+    let what = if all || rows.len() <= WORST_TENSORS {
+        format!("lossy tensors ({})", rows.len())
+    } else {
+        shown.sort_by(|a, b| a.snr_db.total_cmp(&b.snr_db));
+        shown.truncate(WORST_TENSORS);
+        format!(
+            "lossy tensors: the {WORST_TENSORS} with the lowest SNR of {} (--tensors lists all)",
+            rows.len()
+        )
+    };
+    println!("  {what}: bits/weight, ratio vs input, SNR, relative RMS error, max abs error");
     println!(
         "  {:<56} {:<12} {:>7} {:>7} {:>8} {:>9} {:>10}",
         "tensor", "preset", "bits/w", "ratio", "SNR dB", "rel RMS", "max err"
     );
-    for r in rows.iter().chain(std::iter::once(total)) {
+    for r in shown.into_iter().chain(std::iter::once(total)) {
         println!(
             "  {:<56} {:<12} {:>7.3} {:>7.2} {:>8.2} {:>9.5} {:>10.3e}",
             r.name,

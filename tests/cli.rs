@@ -815,3 +815,152 @@ fn verbosity_completions_man_and_mount_alias() {
         stderr(&o)
     );
 }
+
+/// verify does not stop at the first damaged chunk of a file: every damaged range is listed,
+/// adjacent damaged chunks as one range.
+#[test]
+fn verify_lists_every_damaged_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(21);
+    // 256 KiB of F32 noise in 4 KiB chunks: 64 chunks in model.safetensors.
+    let dir = model_dir(
+        tmp.path(),
+        &[tensor(
+            &mut rng,
+            "w",
+            safetensors::Dtype::F32,
+            vec![256, 256],
+        )],
+    );
+    let out = tmp.path().join("m.upg");
+    let o = upg(&["pack", s(&dir), "-o", s(&out), "--chunk-size", "4096"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = upg::archive::Archive::open(&out).unwrap();
+    let fi = a.file_index("model.safetensors").unwrap();
+    let spans = a.spans(fi, 0, a.files()[fi].size).unwrap();
+    assert!(spans.len() > 20);
+    // Damage chunks 3, 4 (adjacent: one range) and 15 (a second range).
+    let mut b = std::fs::read(&out).unwrap();
+    for k in [3usize, 4, 15] {
+        let rec = &a.chunks()[spans[k].chunk as usize];
+        b[(rec.offset + u64::from(rec.stored_len) / 2) as usize] ^= 0x01;
+    }
+    drop(a);
+    std::fs::write(&out, &b).unwrap();
+    let o = upg(&["verify", s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = stdout(&o);
+    let fails: Vec<&str> = t
+        .lines()
+        .filter(|l| l.starts_with("FAIL model.safetensors"))
+        .collect();
+    assert_eq!(fails.len(), 2, "{t}");
+    let (s3, s5, s15) = (
+        spans[3].file_offset,
+        spans[5].file_offset,
+        spans[15].file_offset,
+    );
+    assert!(
+        fails[0].contains(&format!("at offset {s3} (8.00 KiB damaged: {s3}..{s5})")),
+        "{t}"
+    );
+    assert!(
+        fails[1].contains(&format!("at offset {s15} (4.00 KiB damaged")),
+        "{t}"
+    );
+    assert!(t.contains(": 2 problems"), "{t}");
+    let o = upg(&["verify", s(&out), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["problems"][0]["length"], 8192);
+}
+
+/// A lossy pack lists the whole-model row and the worst tensors; --tensors lists all.
+#[test]
+fn lossy_summary_lists_the_worst_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(22);
+    let ts: Vec<_> = (0..8)
+        .map(|i| {
+            tensor(
+                &mut rng,
+                &format!("layer.{i}.w"),
+                safetensors::Dtype::BF16,
+                vec![256, 256],
+            )
+        })
+        .collect();
+    let dir = model_dir(tmp.path(), &ts);
+    let out = tmp.path().join("q.upg");
+    let o = upg(&["pack", s(&dir), "-o", s(&out), "--preset", "q4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stdout(&o);
+    assert!(
+        t.contains("the 5 with the lowest SNR of 8 (--tensors lists all)"),
+        "{t}"
+    );
+    assert_eq!(t.matches("layer.").count(), 5, "{t}");
+    assert!(t.contains("all quantized tensors"), "{t}");
+    let o = upg(&[
+        "pack",
+        s(&dir),
+        "-o",
+        s(&out),
+        "--preset",
+        "q4",
+        "--force",
+        "--tensors",
+    ]);
+    let t = stdout(&o);
+    assert_eq!(t.matches("layer.").count(), 8, "{t}");
+    assert!(t.contains("lossy tensors (8)"), "{t}");
+}
+
+/// On a terminal: pack shows no rate or ETA before its first output, and a sensible ETA after;
+/// verify has a bar too. Runs the command under `script` (a pty); skipped without it.
+#[test]
+fn progress_bars_on_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let shape = upg::synth::ModelShape {
+        vocab: 8192,
+        hidden: 512,
+        ffn: 2048,
+        layers: 4,
+    };
+    upg::synth::write_model(&model, shape, 3).unwrap();
+    let out = tmp.path().join("m.upg");
+    let bin = env!("CARGO_BIN_EXE_upg");
+    let run_pty = |cmd: String| -> Option<String> {
+        let o = Command::new("script")
+            .args(["-qefc", &cmd, "/dev/null"])
+            .env("COLUMNS", "160")
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let cmd = format!(
+        "{bin} pack {} -o {} --preset q4 --threads 1",
+        s(&model),
+        s(&out)
+    );
+    let Some(t) = run_pty(cmd) else {
+        eprintln!("SKIP progress_bars_on_a_terminal: `script` is not available");
+        return;
+    };
+    assert!(t.contains("packing"), "no bar drawn: {t}");
+    // Every ETA drawn is below a minute for a job of a few seconds (it was `eta 3d`).
+    for piece in t.split("eta ").skip(1) {
+        let v: String = piece
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        assert!(
+            v.ends_with('s') && !v.contains('m') && !v.contains('h') && !v.contains('d'),
+            "eta {v}: {t}"
+        );
+    }
+    let t = run_pty(format!("{bin} verify {}", s(&out))).unwrap();
+    assert!(t.contains("verifying"), "verify drew no bar: {t}");
+}

@@ -25,6 +25,9 @@ pub struct Problem {
     pub file: Option<String>,
     pub offset: Option<u64>,
     pub message: String,
+    /// Bytes of the file the problem covers from `offset` (a damaged range), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -51,6 +54,7 @@ pub fn stream_file(
         file: Some(f.path.clone()),
         offset: None,
         message: e.to_string(),
+        length: None,
     })?;
     let mut n = 0u64;
     for step in spans.chunks(STEP_CHUNKS) {
@@ -63,11 +67,13 @@ pub fn stream_file(
                 file: Some(f.path.clone()),
                 offset: Some(s.file_offset),
                 message: e.to_string(),
+                length: None,
             })?;
             sink(&d).map_err(|m| Problem {
                 file: Some(f.path.clone()),
                 offset: Some(s.file_offset),
                 message: m,
+                length: None,
             })?;
             n += d.len() as u64;
         }
@@ -75,10 +81,74 @@ pub fn stream_file(
     Ok(n)
 }
 
+/// Decode every chunk of file `fi` (in parallel steps), calling `sink(file_offset, bytes)` for each
+/// intact chunk in file order. Unlike `stream_file` it does not stop at damage: every damaged
+/// chunk is reported, consecutive ones merged into one range (`offset`, `length`). Returns the
+/// bytes decoded and the damaged ranges.
+pub fn scan_file(a: &Archive, fi: usize, mut sink: impl FnMut(u64, &[u8])) -> (u64, Vec<Problem>) {
+    let f = &a.files()[fi];
+    let spans = match a.spans(fi, 0, f.size) {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                0,
+                vec![Problem {
+                    file: Some(f.path.clone()),
+                    offset: None,
+                    message: e.to_string(),
+                    length: None,
+                }],
+            );
+        }
+    };
+    let mut n = 0u64;
+    let mut bad: Vec<Problem> = Vec::new();
+    // End offset of the last damaged range, to merge a run of damaged chunks.
+    let mut bad_end: Option<u64> = None;
+    for step in spans.chunks(STEP_CHUNKS) {
+        let decoded: Vec<_> = step
+            .par_iter()
+            .map(|s| a.decode_chunk_uncached(s.chunk))
+            .collect();
+        for (s, d) in step.iter().zip(decoded) {
+            match d {
+                Ok(d) => {
+                    sink(s.file_offset, &d);
+                    n += d.len() as u64;
+                    bad_end = None;
+                }
+                Err(e) => {
+                    let end = s.file_offset + u64::from(s.len);
+                    match (bad_end, bad.last_mut()) {
+                        (Some(prev), Some(p)) if prev == s.file_offset => {
+                            p.length = Some(end - p.offset.unwrap_or(0));
+                        }
+                        _ => bad.push(Problem {
+                            file: Some(f.path.clone()),
+                            offset: Some(s.file_offset),
+                            message: e.to_string(),
+                            length: Some(u64::from(s.len)),
+                        }),
+                    }
+                    bad_end = Some(end);
+                }
+            }
+        }
+    }
+    (n, bad)
+}
+
 /// Check every chunk and every file's SHA-256; with `against`, also compare each file with the
 /// original under that directory (or that single file, for a one-file archive).
 pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
+    verify_with(a, against, false)
+}
+
+/// `verify` with a progress bar on a terminal when `progress` is set.
+pub fn verify_with(a: &Archive, against: Option<&Path>, progress: bool) -> VerifyReport {
     let mut rep = VerifyReport::default();
+    let total: u64 = a.files().iter().map(|f| f.size).sum();
+    let bar = crate::cli::progress_bar(progress, total, "verifying");
     // Lossy files: path -> SHA-256 of the original they were made from.
     let lossy_files: std::collections::HashMap<String, String> = a.meta()["original_sha256"]
         .as_object()
@@ -115,38 +185,45 @@ pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
             .map(|root| original_path(root, a, &f.path))
             .map(File::open);
         let mut mismatch_at: Option<u64> = None;
-        let mut pos = 0u64;
         let mut buf = Vec::new();
-        let res = stream_file(a, fi, |d| {
+        let (n, damaged) = scan_file(a, fi, |off, d| {
+            use std::os::unix::fs::FileExt;
             sha.update(d);
+            crate::cli::bar_inc(&bar, d.len() as u64);
             if let Some(Ok(o)) = orig.as_mut()
                 && mismatch_at.is_none()
             {
                 buf.resize(d.len(), 0);
-                let same = o.read_exact(&mut buf).is_ok() && buf == d;
+                let same = o.read_exact_at(&mut buf, off).is_ok() && buf == d;
                 if !same {
                     let k = buf.iter().zip(d).position(|(x, y)| x != y).unwrap_or(0);
-                    mismatch_at = Some(pos + k as u64);
+                    mismatch_at = Some(off + k as u64);
                 }
             }
-            pos += d.len() as u64;
-            Ok(())
         });
         rep.files_checked += 1;
+        rep.bytes_checked += n;
         tracing::info!(
             "checked {}: {}",
             f.path,
-            if res.is_ok() { "chunks OK" } else { "damaged" }
+            if damaged.is_empty() {
+                "chunks OK".to_string()
+            } else {
+                format!("{} damaged ranges", damaged.len())
+            }
         );
-        match res {
-            Err(p) => rep.problems.push(p),
-            Ok(n) => {
-                rep.bytes_checked += n;
+        // A damaged file's hash cannot match: its damaged ranges say more than the hash would.
+        let intact = damaged.is_empty();
+        rep.problems.extend(damaged);
+        match intact {
+            false => {}
+            true => {
                 if <[u8; 32]>::from(sha.finalize()) != f.sha256 {
                     rep.problems.push(Problem {
                         file: Some(f.path.clone()),
                         offset: None,
                         message: "SHA-256 of the stored file does not match the index".into(),
+                        length: None,
                     });
                 }
             }
@@ -156,6 +233,7 @@ pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
                 file: Some(f.path.clone()),
                 offset: None,
                 message: format!("original cannot be opened: {e}"),
+                length: None,
             }),
             Some(Ok(mut o)) => {
                 let orig_len = o.metadata().map(|m| m.len()).unwrap_or(0);
@@ -164,12 +242,14 @@ pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
                         file: Some(f.path.clone()),
                         offset: Some(at),
                         message: "differs from the original".into(),
+                        length: None,
                     });
                 } else if orig_len != f.size {
                     rep.problems.push(Problem {
                         file: Some(f.path.clone()),
                         offset: None,
                         message: format!("original is {orig_len} bytes, archive serves {}", f.size),
+                        length: None,
                     });
                 }
                 let _ = o.read(&mut [0u8; 1]);
@@ -190,9 +270,11 @@ pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
                 file: None,
                 offset: None,
                 message: e.to_string(),
+                length: None,
             });
         }
     }
+    bar.finish_and_clear();
     rep.chunks_checked = a.chunks().len();
     if !rep.lossy.is_empty() {
         let bytes_in = rep.lossy.iter().map(|q| q.bytes_in).sum();
@@ -242,6 +324,7 @@ fn extra_originals(dir: &Path, prefix: &str, a: &Archive, rep: &mut VerifyReport
                 file: Some(rel),
                 offset: None,
                 message: "present in the original directory, missing from the archive".into(),
+                length: None,
             });
         }
     }
@@ -360,7 +443,7 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
             let mut write_failed = None;
             let streamed = stream_file(a, fi, |d| {
                 sha.update(d);
-                bar.inc(d.len() as u64);
+                crate::cli::bar_inc(&bar, d.len() as u64);
                 w.write_all(d).map_err(|e| {
                     write_failed = Some(e.to_string());
                     format!("writing {}: {e}", dest.display())
@@ -374,6 +457,7 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
                     file: Some(f.path.clone()),
                     offset: None,
                     message: "SHA-256 mismatch".into(),
+                    length: None,
                 }),
                 Ok(_) => None,
             };
@@ -432,6 +516,7 @@ fn compare_lossy(
         file: Some(f.path.clone()),
         offset,
         message,
+        length: None,
     };
     let orig = std::fs::read(orig_path)
         .map_err(|e| problem(None, format!("original cannot be read: {e}")))?;

@@ -874,7 +874,8 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
             }
         };
         s.segments[j.seg].chunks.push(id);
-        bar.inc(data.len() as u64);
+        // Counts from the first stored chunk (see `bar_inc`).
+        crate::cli::bar_inc(&bar, data.len() as u64);
         Ok(d.stored)
     };
     // Reads into a recycled buffer: resizing a buffer that already held a chunk neither

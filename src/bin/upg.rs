@@ -66,6 +66,9 @@ enum Cmd {
         /// Keep tensors matching PATTERN lossless (same as --override PATTERN=lossless).
         #[arg(long, value_name = "PATTERN")]
         keep: Vec<String>,
+        /// Lossy: list every quantized tensor's error figures (default: the worst few).
+        #[arg(long)]
+        tensors: bool,
     },
     /// Extract every file (or the FILEs named), byte-identical to what was packed.
     Unpack {
@@ -137,6 +140,9 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Lossy with --against: list every quantized tensor (default: the worst few).
+        #[arg(long)]
+        tensors: bool,
     },
     /// Decode throughput of an archive per thread count (median of --runs).
     Bench {
@@ -223,6 +229,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
             preset,
             overrides,
             keep,
+            tensors,
         } => {
             let (preset, overrides) = lossy_options(preset.as_deref(), &overrides, &keep)?;
             let s = pack(
@@ -244,7 +251,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
                     serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
                 );
             } else if !quiet {
-                cli::print_pack_summary(&s, &output);
+                cli::print_pack_summary(&s, &output, tensors);
             }
             Ok(0)
         }
@@ -378,6 +385,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
             archive,
             against,
             json,
+            tensors,
         } => {
             let a = match Archive::open_with(&archive, OpenOptions { cache_bytes: 0 }) {
                 Ok(a) => a,
@@ -396,7 +404,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
             if let Some(root) = &against {
                 check_against(root, &a)?;
             }
-            let r = verify::verify(&a, against.as_deref());
+            let r = verify::verify_with(&a, against.as_deref(), !json && !quiet);
             if json {
                 println!(
                     "{}",
@@ -404,10 +412,13 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
                 );
             } else {
                 for p in &r.problems {
-                    let at = p
-                        .offset
-                        .map(|o| format!(" at offset {o}"))
-                        .unwrap_or_default();
+                    let at = match (p.offset, p.length) {
+                        (Some(o), Some(n)) => {
+                            format!(" at offset {o} ({} damaged: {o}..{})", cli::human(n), o + n)
+                        }
+                        (Some(o), None) => format!(" at offset {o}"),
+                        _ => String::new(),
+                    };
                     println!(
                         "FAIL {}{at}: {}",
                         p.file.as_deref().unwrap_or("(archive)"),
@@ -421,7 +432,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
                     println!(
                         "lossy archive: error of each quantized tensor, measured against the originals"
                     );
-                    cli::print_quality(&r.lossy, total);
+                    cli::print_quality(&r.lossy, total, tensors);
                 }
                 let what = if against.is_some() {
                     ", compared with the originals"

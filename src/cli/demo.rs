@@ -44,7 +44,7 @@ pub fn run(work: &Path) -> Result<usize, String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    super::print_pack_summary(&s, &archive);
+    super::print_pack_summary(&s, &archive, false);
     let a = std::sync::Arc::new(Archive::open(&archive).map_err(|e| e.to_string())?);
     let mnt = work.join("mnt");
     // Registered before mounting, so that an interrupt arriving right after the kernel mount
