@@ -2,7 +2,9 @@
 //! only the chunks that cover it, through a byte-bounded cache), write archives (`writer`), and
 //! verify them (`verify`).
 //!
-//! The reader uses positioned reads (`pread`), not a memory map, for chunk data: a map turns an
+//! The reader reads through [`crate::storage::Storage`] (a local file, memory, remote objects), so
+//! every check below holds over any backend. For local files it uses positioned reads (`pread`),
+//! not a memory map, for chunk data: a map turns an
 //! archive that is truncated or replaced underneath a long-running mount into SIGBUS in the daemon,
 //! while `pread` turns it into an I/O error for one read. The cost is one copy of the *stored*
 //! bytes per decoded chunk, small next to decoding them. The format itself stays mmap-friendly.
@@ -68,14 +70,6 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
-    pub(crate) fn io(path: impl Into<PathBuf>, e: std::io::Error) -> Self {
-        ArchiveError::Io {
-            path: path.into(),
-            msg: e.to_string(),
-            kind: e.kind(),
-        }
-    }
-
     /// The innermost error (through `Read` wrappers).
     pub fn root(&self) -> &ArchiveError {
         match self {

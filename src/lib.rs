@@ -8,5 +8,6 @@ pub mod format;
 pub mod fuse;
 pub mod pool;
 pub mod st;
+pub mod storage;
 pub mod synth;
 pub mod vfs;

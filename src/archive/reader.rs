@@ -2,8 +2,6 @@
 //! `read_at(file, offset, buf)` serves any range, thread-safe from `&self`.
 
 use std::cell::RefCell;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,6 +11,7 @@ use super::ArchiveError;
 use crate::cache::{Bytes, CacheStats, ChunkCache};
 use crate::codec::Codec;
 use crate::format::{self, ChunkRecord, FileEntry, Footer, Index, SegmentKind};
+use crate::storage::{FileStorage, Storage, StorageError};
 
 /// Default decoded-chunk cache for library users: 64 MiB holds 256 chunks of 256 KiB, enough for a
 /// few concurrent sequential readers; the mount picks its own budget from available memory.
@@ -42,8 +41,9 @@ pub struct ChunkSpan {
 }
 
 pub struct Archive {
+    /// What messages call the archive: its path, or the storage's description.
     path: PathBuf,
-    file: File,
+    storage: Arc<dyn Storage>,
     len: u64,
     footer: Footer,
     index: Index,
@@ -57,18 +57,22 @@ impl Archive {
         Self::open_with(path, OpenOptions::default())
     }
 
+    /// Open the local file at `path` (a regular file only; a FIFO or device is refused without
+    /// blocking, see [`FileStorage::open`]).
     pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Archive, ArchiveError> {
-        let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| ArchiveError::io(&path, e))?;
-        let meta = file.metadata().map_err(|e| ArchiveError::io(&path, e))?;
-        if !meta.is_file() {
-            return Err(ArchiveError::Io {
-                path,
-                msg: "not a regular file".into(),
-                kind: std::io::ErrorKind::InvalidInput,
-            });
-        }
-        let len = meta.len();
+        let path = path.as_ref();
+        let storage = FileStorage::open(path).map_err(|e| storage_err(path, e))?;
+        Self::open_storage(Arc::new(storage), opts)
+    }
+
+    /// Open an archive from any positioned-read source. Every check the reader makes (footer,
+    /// index, chunk hashes before the cache) is the same whatever the backend.
+    pub fn open_storage(
+        storage: Arc<dyn Storage>,
+        opts: OpenOptions,
+    ) -> Result<Archive, ArchiveError> {
+        let path = PathBuf::from(storage.describe());
+        let len = storage.len();
         let fmt_err = |source| ArchiveError::Format {
             path: path.clone(),
             source,
@@ -77,12 +81,14 @@ impl Archive {
             return Err(fmt_err(format::FormatError::TooShort { len }));
         }
         let mut sb = [0u8; format::SUPERBLOCK_LEN];
-        file.read_exact_at(&mut sb, 0)
-            .map_err(|e| ArchiveError::io(&path, e))?;
+        storage
+            .read_exact_at(&mut sb, 0)
+            .map_err(|e| storage_err(&path, e))?;
         format::parse_superblock(&sb).map_err(fmt_err)?;
         let mut fb = [0u8; format::FOOTER_LEN];
-        file.read_exact_at(&mut fb, len - format::FOOTER_LEN as u64)
-            .map_err(|e| ArchiveError::io(&path, e))?;
+        storage
+            .read_exact_at(&mut fb, len - format::FOOTER_LEN as u64)
+            .map_err(|e| storage_err(&path, e))?;
         let footer = format::parse_footer(&fb, len).map_err(fmt_err)?;
         let ilen = usize::try_from(footer.index_len).map_err(|_| {
             fmt_err(format::FormatError::IndexOutOfRange {
@@ -92,8 +98,9 @@ impl Archive {
             })
         })?;
         let mut ib = vec![0u8; ilen];
-        file.read_exact_at(&mut ib, footer.index_offset)
-            .map_err(|e| ArchiveError::io(&path, e))?;
+        storage
+            .read_exact_at(&mut ib, footer.index_offset)
+            .map_err(|e| storage_err(&path, e))?;
         if xxh3_64(&ib) != footer.index_hash {
             return Err(fmt_err(format::FormatError::IndexChecksum));
         }
@@ -115,7 +122,7 @@ impl Archive {
             .collect();
         Ok(Archive {
             path,
-            file,
+            storage,
             len,
             footer,
             index,
@@ -124,8 +131,13 @@ impl Archive {
         })
     }
 
+    /// The archive's path (for a non-file storage: its description).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// The source the archive's bytes are read from.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
     /// Size of the archive file in bytes.
     pub fn archive_len(&self) -> u64 {
@@ -176,9 +188,9 @@ impl Archive {
             // Reused per thread: a fresh 100-300 KiB buffer per chunk is above glibc's mmap
             // threshold, so each one would be mapped, page-faulted and zeroed, then unmapped.
             stored.resize(rec.stored_len as usize, 0);
-            self.file
+            self.storage
                 .read_exact_at(stored, rec.offset)
-                .map_err(|e| ArchiveError::io(&self.path, e))?;
+                .map_err(|e| storage_err(&self.path, e))?;
             self.check_decode(id, &rec, stored)
         })
     }
@@ -360,6 +372,15 @@ impl Archive {
                 (s.kind, s.len, stored, codec)
             })
             .collect()
+    }
+}
+
+/// A storage failure as an archive error, keeping its kind (the mount maps it to `EIO`).
+fn storage_err(path: &Path, e: StorageError) -> ArchiveError {
+    ArchiveError::Io {
+        path: path.to_path_buf(),
+        msg: e.msg,
+        kind: e.kind,
     }
 }
 
