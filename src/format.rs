@@ -38,6 +38,13 @@ pub const MAX_CHUNK_LEN: u32 = 64 << 20;
 pub const MAX_PATH_LEN: usize = 4096;
 /// Cap on the free-form JSON metadata block (lossy statistics per tensor fit easily).
 pub const MAX_META_LEN: usize = 64 << 20;
+/// Largest index a reader accepts (and a writer writes). The index is read whole into memory at
+/// open, so this bounds what a forged footer can make a reader allocate. The value: an index costs
+/// about 40 bytes per chunk (a 36-byte record plus a 4-byte id in its segment), so 1 GiB describes
+/// ~27 million chunks: 6.5 TiB of model at the default 256 KiB chunks, 100 GiB even at the
+/// smallest (4 KiB) chunks. The largest public checkpoints (~2 TB of BF16) need ~300 MiB at the
+/// default chunk size. Larger models are split into several archives.
+pub const MAX_INDEX_LEN: u64 = 1 << 30;
 
 /// Everything that can be wrong with an archive's framing or index.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -64,6 +71,9 @@ pub enum FormatError {
         len: u64,
         file_len: u64,
     },
+    /// The footer claims an index larger than [`MAX_INDEX_LEN`] (refused before anything is read).
+    #[error("index length {len} exceeds the {max}-byte cap (forged or damaged footer)")]
+    IndexTooLarge { len: u64, max: u64 },
     /// The index bytes do not match their checksum.
     #[error("index checksum mismatch (index damaged)")]
     IndexChecksum,
@@ -161,6 +171,12 @@ pub fn parse_footer(b: &[u8], file_len: u64) -> Result<Footer, FormatError> {
             offset: index_offset,
             len: index_len,
             file_len,
+        });
+    }
+    if index_len > MAX_INDEX_LEN {
+        return Err(FormatError::IndexTooLarge {
+            len: index_len,
+            max: MAX_INDEX_LEN,
         });
     }
     Ok(Footer {

@@ -133,3 +133,92 @@ fn fifo_archive_is_refused_without_blocking() {
         "{e:?}"
     );
 }
+
+/// Run `bin args` to completion (stdin closed; outputs must be small); returns (exit code, signal,
+/// stdout and stderr, peak resident memory of that child in KiB, from `wait4`'s rusage).
+fn run_rss(bin: &str, args: &[&str]) -> (Option<i32>, Option<i32>, String, i64) {
+    let mut c = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    use std::io::Read;
+    c.stdout.take().unwrap().read_to_string(&mut err).unwrap();
+    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let mut status = 0i32;
+    // SAFETY: rusage is plain data; wait4 on our own child's pid (not reaped yet: `c` is never
+    // waited on through std after this).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = c.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid, "wait4");
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let sig = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+    std::mem::forget(c);
+    (code, sig, err, ru.ru_maxrss)
+}
+
+/// A sparse file of `len` bytes: a valid superblock, zeros, and a footer claiming that everything
+/// between is the index (with a hash that does not match).
+fn sparse_forged_index(path: &Path, len: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(len).unwrap();
+    f.write_all_at(&upg::format::superblock(), 0).unwrap();
+    let footer = upg::format::Footer {
+        index_offset: 16,
+        index_len: len - 16 - 40,
+        index_hash: 0x1234,
+        minor: 0,
+    };
+    f.write_all_at(&upg::format::footer_bytes(&footer), len - 40)
+        .unwrap();
+}
+
+/// Issue 13 item 1: a footer claiming a huge index. Before, `vec![0; index_len]` came first: 64 GiB
+/// aborted every command (SIGABRT, "memory allocation failed"), 1.5 GiB cost 1.5 GiB of RSS
+/// before "index checksum mismatch". Now: over the cap (1 GiB) it is refused from the footer
+/// alone; under the cap a wrong hash is found by hashing in pieces, before the index is held.
+#[test]
+fn forged_index_length_is_refused_without_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upg = env!("CARGO_BIN_EXE_upg");
+    for (len, want) in [
+        (64u64 << 30, "exceeds the 1073741824-byte cap"),
+        (3u64 << 29, "exceeds the 1073741824-byte cap"),
+        (900u64 << 20, "index checksum mismatch"),
+    ] {
+        let p = tmp.path().join(format!("forged-{len}.upg"));
+        sparse_forged_index(&p, len);
+        for cmd in ["verify", "inspect"] {
+            let (code, sig, err, rss_kib) = run_rss(upg, &[cmd, s(&p)]);
+            assert_eq!(sig, None, "{cmd} {len}: killed by a signal: {err}");
+            // verify: 1 = the archive is damaged; inspect: 2 = error.
+            let want_code = if cmd == "verify" { 1 } else { 2 };
+            assert_eq!(code, Some(want_code), "{cmd} {len}: {err}");
+            assert!(err.contains(want), "{cmd} {len}: {err}");
+            assert!(
+                rss_kib < 100 << 10,
+                "{cmd} on a {len}-byte forged index peaked at {rss_kib} KiB"
+            );
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+    // The library: the same refusal as a typed error.
+    let p = tmp.path().join("lib.upg");
+    sparse_forged_index(&p, 64 << 30);
+    let e = Archive::open(&p).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ArchiveError::Format {
+                source: upg::format::FormatError::IndexTooLarge { .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}

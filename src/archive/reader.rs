@@ -90,20 +90,15 @@ impl Archive {
             .read_exact_at(&mut fb, len - format::FOOTER_LEN as u64)
             .map_err(|e| storage_err(&path, e))?;
         let footer = format::parse_footer(&fb, len).map_err(fmt_err)?;
-        let ilen = usize::try_from(footer.index_len).map_err(|_| {
-            fmt_err(format::FormatError::IndexOutOfRange {
-                offset: footer.index_offset,
-                len: footer.index_len,
-                file_len: len,
-            })
+        let ib = read_index(storage.as_ref(), &footer).map_err(|e| match e {
+            IndexReadError::Storage(e) => storage_err(&path, e),
+            IndexReadError::Format(e) => fmt_err(e),
+            IndexReadError::Alloc(n) => ArchiveError::Io {
+                path: path.clone(),
+                msg: format!("cannot allocate {n} bytes for the index"),
+                kind: std::io::ErrorKind::OutOfMemory,
+            },
         })?;
-        let mut ib = vec![0u8; ilen];
-        storage
-            .read_exact_at(&mut ib, footer.index_offset)
-            .map_err(|e| storage_err(&path, e))?;
-        if xxh3_64(&ib) != footer.index_hash {
-            return Err(fmt_err(format::FormatError::IndexChecksum));
-        }
         let index = Index::parse(&ib, footer.index_offset).map_err(fmt_err)?;
         let seg_starts = index
             .files
@@ -373,6 +368,62 @@ impl Archive {
             })
             .collect()
     }
+}
+
+/// Why [`read_index`] failed.
+enum IndexReadError {
+    Storage(StorageError),
+    Format(format::FormatError),
+    /// The allocator refused this many bytes.
+    Alloc(usize),
+}
+
+/// Indexes up to this size are read and hashed in one piece; larger ones are hashed in pieces of
+/// this size first (8 MiB: the index of a ~50 GB model at 256 KiB chunks; a second read of it
+/// costs milliseconds).
+const INDEX_PIECE: usize = 8 << 20;
+
+/// Read the index the footer names, checking its hash before the whole of it is held in memory:
+/// `parse_footer` bounded it by the file's length and [`format::MAX_INDEX_LEN`]; an index larger
+/// than [`INDEX_PIECE`] is first hashed in pieces, so a forged footer over a large (sparse) file
+/// costs reading the claimed range but never memory of its size. The buffer is then reserved
+/// fallibly (an allocation failure is an error, not an abort), read again and hashed again (the
+/// file could have changed between the two reads).
+fn read_index(storage: &dyn Storage, footer: &Footer) -> Result<Vec<u8>, IndexReadError> {
+    let bad_hash = || IndexReadError::Format(format::FormatError::IndexChecksum);
+    let ilen = usize::try_from(footer.index_len).map_err(|_| {
+        IndexReadError::Format(format::FormatError::IndexTooLarge {
+            len: footer.index_len,
+            max: format::MAX_INDEX_LEN,
+        })
+    })?;
+    if ilen > INDEX_PIECE {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut piece = vec![0u8; INDEX_PIECE];
+        let mut at = 0usize;
+        while at < ilen {
+            let n = INDEX_PIECE.min(ilen - at);
+            storage
+                .read_exact_at(&mut piece[..n], footer.index_offset + at as u64)
+                .map_err(IndexReadError::Storage)?;
+            h.update(&piece[..n]);
+            at += n;
+        }
+        if h.digest() != footer.index_hash {
+            return Err(bad_hash());
+        }
+    }
+    let mut ib = Vec::new();
+    ib.try_reserve_exact(ilen)
+        .map_err(|_| IndexReadError::Alloc(ilen))?;
+    ib.resize(ilen, 0);
+    storage
+        .read_exact_at(&mut ib, footer.index_offset)
+        .map_err(IndexReadError::Storage)?;
+    if xxh3_64(&ib) != footer.index_hash {
+        return Err(bad_hash());
+    }
+    Ok(ib)
 }
 
 /// A storage failure as an archive error, keeping its kind (the mount maps it to `EIO`).

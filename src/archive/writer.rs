@@ -1011,6 +1011,14 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         meta: meta.to_string(),
     };
     let ib = index.to_bytes();
+    if ib.len() as u64 > format::MAX_INDEX_LEN {
+        // A reader would refuse it: say so now rather than write an archive nobody can open.
+        return Err(PackError::Options(format!(
+            "the index would be {} bytes, over the {}-byte cap readers accept; use a larger --chunk-size or split the model",
+            ib.len(),
+            format::MAX_INDEX_LEN
+        )));
+    }
     let footer = Footer {
         index_offset: pos,
         index_len: ib.len() as u64,
