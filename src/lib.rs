@@ -6,6 +6,7 @@ pub mod cli;
 pub mod codec;
 pub mod format;
 pub mod fuse;
+pub mod gguf;
 pub mod pool;
 pub mod st;
 pub mod storage;
