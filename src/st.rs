@@ -2,7 +2,6 @@
 //! header length, JSON, dtypes, shapes, contiguous non-overlapping offsets covering the data area
 //! exactly) and map each tensor to its byte range in the file.
 
-use std::fs::File;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors};
@@ -42,7 +41,8 @@ impl Layout {
     /// Parse a safetensors file without reading its tensor data (the file is mapped; only the
     /// header pages are touched).
     pub fn read(path: &Path) -> Result<Layout, StError> {
-        let f = File::open(path)?;
+        // Not File::open: a FIFO named x.safetensors would block it forever.
+        let (f, _) = crate::storage::open_regular(path)?;
         // SAFETY: the map is read-only and used only for the duration of this call; a concurrent
         // truncation could fault, which is the documented limitation of packing a file that is
         // being modified.

@@ -80,6 +80,38 @@ fn check_range(len: u64, offset: u64, n: usize) -> Result<(), StorageError> {
     }
 }
 
+/// Open `path` read-only if it is a regular file, without ever blocking on a FIFO or touching a
+/// device: `O_NONBLOCK | O_NOCTTY`, then `fstat` on the opened descriptor (no check-then-open
+/// race), then `O_NONBLOCK` cleared again. Anything else (FIFO, device, directory, socket) fails
+/// with kind `InvalidInput` and the message "not a regular file". Every input upg opens by name
+/// (archives, safetensors files to inspect or pack, originals to verify against) goes through here.
+pub fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // O_NOCTTY: a terminal device must not become our controlling terminal on open.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    // O_NONBLOCK means nothing for a regular file on Linux; clear it anyway so the descriptor
+    // behaves like any other from here on.
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok((file, meta))
+}
+
 /// A local regular file, read with `pread` (no memory map: a file truncated underneath a
 /// long-running mount gives an I/O error for one read, not SIGBUS).
 #[derive(Debug)]
@@ -95,29 +127,7 @@ impl FileStorage {
     /// is checked with `fstat` on the opened descriptor (no check-then-open race).
     pub fn open(path: impl AsRef<Path>) -> Result<FileStorage, StorageError> {
         let path = path.as_ref().to_path_buf();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            // O_NOCTTY: a terminal device must not become our controlling terminal on open.
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(StorageError::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        // O_NONBLOCK means nothing for a regular file on Linux; clear it anyway so the descriptor
-        // behaves like any other from here on.
-        // SAFETY: fcntl on a descriptor we own, with integer arguments only.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            let fd = file.as_raw_fd();
-            let fl = libc::fcntl(fd, libc::F_GETFL);
-            if fl >= 0 {
-                libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
-            }
-        }
+        let (file, meta) = open_regular(&path)?;
         Ok(FileStorage {
             path,
             file,

@@ -120,6 +120,32 @@ fn fifo_archive_is_refused_without_blocking() {
         assert_ne!(code, Some(0), "{bin} {args:?} accepted a FIFO");
         assert!(err.contains("not a regular file"), "{bin} {args:?}: {err}");
     }
+    // A FIFO named like a safetensors file (inspect parses it directly), and one standing in for
+    // an original under `verify --against`: refused or reported, never waited on.
+    let stf = tmp.path().join("x.safetensors");
+    let c = std::ffi::CString::new(s(&stf)).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let r = run_within(upg, &["inspect", s(&stf)], Duration::from_secs(10));
+    let (code, err) = r.expect("inspect hung on a FIFO named .safetensors");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    let dir = small_model(tmp.path());
+    let arc = tmp.path().join("m.upg");
+    pack_dir(&dir, &arc, 4096);
+    let cfg = dir.join("config.json");
+    std::fs::remove_file(&cfg).unwrap();
+    let c = std::ffi::CString::new(s(&cfg)).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let r = run_within(
+        upg,
+        &["verify", s(&arc), "--against", s(&dir)],
+        Duration::from_secs(10),
+    );
+    let (code, err) = r.expect("verify --against hung on a FIFO original");
+    assert_ne!(code, Some(0), "{err}");
+
     // The library call, too, and a character device.
     let e = Archive::open("/dev/null").unwrap_err();
     assert!(

@@ -183,7 +183,7 @@ pub fn verify_with(a: &Archive, against: Option<&Path>, progress: bool) -> Verif
         let mut orig = against
             .filter(|_| !lossy_file)
             .map(|root| original_path(root, a, &f.path))
-            .map(File::open);
+            .map(|p| crate::storage::open_regular(&p).map(|(f, _)| f));
         let mut mismatch_at: Option<u64> = None;
         let mut buf = Vec::new();
         let (n, damaged) = scan_file(a, fi, |off, d| {

@@ -691,7 +691,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         file_jobs.push(jobs.len());
         let lossy_file = plan.iter().any(|p| p.preset.is_some());
         let tplans: Vec<Option<Arc<TensorPlan>>> = if lossy_file {
-            let src = File::open(&f.abs).map_err(|e| io_err(&f.abs, e))?;
+            let (src, _) = crate::storage::open_regular(&f.abs).map_err(|e| io_err(&f.abs, e))?;
             // SAFETY: read-only map of an input file that pack does not modify.
             let map = unsafe { memmap2::Mmap::map(&src) }.map_err(|e| io_err(&f.abs, e))?;
             pool.install(|| {
@@ -927,7 +927,8 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                 let j = &jobs[submitted];
                 if open.back().is_none_or(|(k, _)| *k != j.file) {
                     let f = &inputs[j.file];
-                    let src = File::open(&f.abs).map_err(|e| io_err(&f.abs, e))?;
+                    let (src, _) =
+                        crate::storage::open_regular(&f.abs).map_err(|e| io_err(&f.abs, e))?;
                     open.push_back((j.file, Arc::new(src)));
                 }
                 let src = Arc::clone(&open.back().expect("pushed above").1);
