@@ -5,15 +5,17 @@
 //! so the small files of a model directory do not run one at a time after a drained window):
 //! - the calling thread hands chunk jobs (with recycled buffers) to the rayon pool;
 //! - the pool (`threads` workers) reads each chunk with `pread` and encodes it;
-//! - the calling thread takes the results back in file order: feeds the bytes to the file's
-//!   SHA-256 (which must see them in order), de-duplicates by decoded content, appends stored
-//!   bytes to the output and records chunk records.
+//! - hasher threads (`hash`) read each file once more and compute its SHA-256, several files
+//!   at once (a SHA-256 must see a file's bytes in order, so one thread per file);
+//! - the calling thread takes the results back in file order: checks each chunk's input hash
+//!   against what the hasher read, de-duplicates by decoded content, appends stored bytes to
+//!   the output and records chunk records.
 //!
 //! Reading, hashing and writing thus overlap the encoding instead of running between batches
 //! (the first version ran them as phases of a batch, which left workers idle: 2 threads packed
 //! at ~1.3x one thread's speed). The calling thread is not a pool worker and is not counted in
-//! `threads`; it is busy about a third of the time (SHA-256 with SHA-NI at ~1.2 GB/s here,
-//! writes). Reading in the workers rather than in the calling thread keeps that thread, the
+//! `threads`. It used to hash as well, and at SHA-256's ~1.5 GB/s per thread that capped pack
+//! at 0.75 GiB/s on 16 cores (issue 9); now it only de-duplicates and writes. Reading in the workers rather than in the calling thread keeps that thread, the
 //! serial part, as short as possible.
 //!
 //! Memory is therefore bounded by one window of input plus its encoded output (plus per-thread
@@ -38,6 +40,8 @@ use crate::codec::Codec;
 use crate::codec::quant::{Preset, QuantStats, TensorPlan};
 use crate::format::{self, ChunkRecord, FileEntry, Footer, Index, Segment, SegmentKind};
 use crate::st;
+
+mod hash;
 
 /// Default decoded chunk size. 256 KiB: a 4 KiB random read decodes at most this much (about
 /// 0.2 ms at 1.5 GiB/s), while per-chunk coder tables cost well under 0.1% of ratio at this size
@@ -468,6 +472,9 @@ struct Done {
     decoded_len: u32,
     stored_hash: u64,
     decoded_hash: u64,
+    /// xxh3 of the input bytes the encoder coded (the decoded hash when lossless), compared with
+    /// what the file's hasher read (see `hash`).
+    input_hash: u64,
     /// De-duplication key: `decoded_hash << 64 | stored_hash`. Coding is deterministic, so
     /// equal decoded bytes under one codec give equal stored bytes; two different chunks would
     /// have to collide in both 64-bit hashes at once. (The first version hashed the decoded
@@ -506,6 +513,7 @@ fn encode_job(job: &Job, data: &[u8], mut stored: Vec<u8>) -> Result<Done, Strin
         return Ok(Done {
             stored_hash,
             decoded_hash,
+            input_hash: xxh3_64(data),
             key: dedup_key(decoded_hash, stored_hash),
             decoded_len: data.len() as u32,
             codec: job.codec,
@@ -527,6 +535,7 @@ fn encode_job(job: &Job, data: &[u8], mut stored: Vec<u8>) -> Result<Done, Strin
     Ok(Done {
         stored_hash,
         decoded_hash,
+        input_hash: decoded_hash,
         key: dedup_key(decoded_hash, stored_hash),
         stored,
         codec,
@@ -750,11 +759,27 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         }
     }
     file_jobs.push(jobs.len());
+    // Whole-file SHA-256 on hasher threads (see `hash`): one per file, several files at once.
+    // One hasher keeps up with about four encoder threads (SHA-256 ~1.5-2 GB/s, encoding
+    // ~0.4-0.5 GB/s per thread); more than 8 at once would only compete for memory bandwidth.
+    let mut hashers = hash::Hashers::new(
+        (0..inputs.len())
+            .map(|k| hash::HashJob {
+                path: inputs[k].abs.clone(),
+                pieces: jobs[file_jobs[k]..file_jobs[k + 1]]
+                    .iter()
+                    .map(|j| (j.offset, j.len))
+                    .collect(),
+            })
+            .collect(),
+        threads.div_ceil(4).clamp(1, 8),
+    );
 
     /// The file whose chunks are being stored (strictly in archive order, so one at a time).
     struct Storing {
         segments: Vec<Segment>,
-        sha: Sha256,
+        /// xxh3 of each stored chunk's input, checked against the hasher's reading.
+        input_hashes: Vec<u64>,
         served_sha: Sha256,
         hashed: u64,
         seg_stats: Vec<QuantStats>,
@@ -770,7 +795,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                 chunks: Vec::new(),
             })
             .collect(),
-        sha: Sha256::new(),
+        input_hashes: Vec::new(),
         served_sha: Sha256::new(),
         hashed: 0,
         seg_stats: vec![QuantStats::default(); plans[k].len()],
@@ -785,7 +810,14 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                 std::io::Error::other("file changed size while being packed"),
             ));
         }
-        let orig: [u8; 32] = s.sha.finalize().into();
+        let hashed = hashers.take(k).map_err(|e| io_err(&f.abs, e))?;
+        if hashed.piece_hashes != s.input_hashes {
+            return Err(io_err(
+                &f.abs,
+                std::io::Error::other("file changed while being packed"),
+            ));
+        }
+        let orig = hashed.sha256;
         let served: [u8; 32] = if s.lossy {
             original_sha.insert(f.rel.clone(), hex::encode(orig));
             s.served_sha.finalize().into()
@@ -824,7 +856,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                 .map_or_else(|| "-".into(), |t| t.0.clone()),
             msg,
         })?;
-        s.sha.update(data);
+        s.input_hashes.push(d.input_hash);
         s.hashed += data.len() as u64;
         if s.lossy {
             match &d.served {
