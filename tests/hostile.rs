@@ -248,3 +248,95 @@ fn forged_index_length_is_refused_without_allocating() {
         "{e:?}"
     );
 }
+
+/// `upg ARGS` run in `cwd`; returns (exit code, stdout + stderr).
+fn upg_in(cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_upg"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&o.stderr));
+    (o.status.code(), text)
+}
+
+/// Names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 13 item 4: `unpack --force -o .`, `-o ..`, `-o sub/..` emptied the current or parent
+/// directory (the temporary was created inside the directory being replaced and removed with it)
+/// and unpacked nothing. Now such outputs, and any that contain the current directory or the
+/// archive, are refused and nothing is touched; a legitimate `--force` replaces the old tree only
+/// once the new one is complete, leaving no temporary behind.
+#[test]
+fn unpack_force_never_deletes_cwd_parent_or_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_model(tmp.path());
+    let work = tmp.path().join("work");
+    let sub = work.join("sub");
+    let arcdir = work.join("arch");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::create_dir_all(&arcdir).unwrap();
+    std::fs::write(work.join("keep.txt"), b"precious").unwrap();
+    std::fs::write(sub.join("keep2.txt"), b"precious too").unwrap();
+    let arc = arcdir.join("m.upg");
+    pack_dir(&dir, &arc, 4096);
+    let arc_bytes = std::fs::read(&arc).unwrap();
+    let arc_s = s(&arc);
+    let cases: [(&Path, &str, &str); 6] = [
+        (&work, ".", "current directory"),
+        (&sub, "..", "parent directory"),
+        (&work, "sub/..", "parent directory"),
+        (&sub, s(&work), "contains it"),
+        (&work, "arch", "contains the archive"),
+        (&work, "/", "root"),
+    ];
+    for (cwd, out, want) in cases {
+        let (code, text) = upg_in(cwd, &["unpack", arc_s, "-o", out, "--force"]);
+        assert_eq!(code, Some(2), "-o {out} in {}: {text}", cwd.display());
+        assert!(
+            text.contains("refusing to unpack") && text.contains(want),
+            "-o {out}: {text}"
+        );
+        assert_eq!(names(&work), ["arch", "keep.txt", "sub"], "-o {out}");
+        assert_eq!(names(&sub), ["keep2.txt"], "-o {out}");
+        assert_eq!(std::fs::read(&arc).unwrap(), arc_bytes, "-o {out}");
+    }
+    // A symbolic link as the output is refused too (which tree would be replaced is unclear).
+    std::os::unix::fs::symlink(&sub, work.join("link")).unwrap();
+    let (code, text) = upg_in(&work, &["unpack", arc_s, "-o", "link", "--force"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("symbolic link"), "{text}");
+    assert_eq!(names(&sub), ["keep2.txt"]);
+
+    // A real replacement: old tree gone, new tree complete, no temporary left beside it.
+    let out = work.join("restored");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("old.txt"), b"old").unwrap();
+    let (code, text) = upg_in(&work, &["unpack", arc_s, "-o", "restored/.", "--force"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!out.join("old.txt").exists());
+    let a = Archive::open(&arc).unwrap();
+    for f in a.files() {
+        assert_eq!(
+            std::fs::read(out.join(&f.path)).unwrap(),
+            std::fs::read(dir.join(&f.path)).unwrap(),
+            "{}",
+            f.path
+        );
+    }
+    assert_eq!(
+        names(&work),
+        ["arch", "keep.txt", "link", "restored", "sub"],
+        "temporary left behind"
+    );
+}

@@ -336,6 +336,10 @@ pub enum UnpackError {
     /// The output directory exists and is not empty, and `force` was not given.
     #[error("output {0} exists and is not empty (use --force to replace it)")]
     OutputExists(PathBuf),
+    /// The output would replace the current directory, one of its ancestors, or a directory
+    /// holding the archive itself (`-o .`, `-o ..`, `-o sub/..`): refused whatever `force` says.
+    #[error("refusing to unpack into {path}: {reason}; name a new directory (e.g. -o ./restored)")]
+    UnsafeOutput { path: PathBuf, reason: &'static str },
     /// Writing failed.
     #[error("{path}: {msg}")]
     Io { path: PathBuf, msg: String },
@@ -405,6 +409,7 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
         path: path.to_path_buf(),
         msg: e.to_string(),
     };
+    let out = &resolve_output(out, a.path())?;
     let exists = out.exists();
     if exists
         && !opts.force
@@ -415,6 +420,8 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
     {
         return Err(UnpackError::OutputExists(out.to_path_buf()));
     }
+    // `resolve_output` made `out` absolute with a normal last component: the temporary is its
+    // sibling, never inside it, and on the same file system (the final rename is atomic).
     let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = out.with_file_name(format!(".{name}.upg-tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -479,9 +486,13 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
             tracing::info!("wrote {} ({} bytes)", f.path, f.size);
         }
         if exists {
-            std::fs::remove_dir_all(out).map_err(|e| ioe(out, e))?;
+            // The new tree is complete: swap it with the old one, then delete the old one (now
+            // at `tmp`). Nothing was deleted before this point.
+            swap_dirs(&tmp, out).map_err(|e| ioe(out, e))?;
+            std::fs::remove_dir_all(&tmp).map_err(|e| ioe(&tmp, e))?;
+        } else {
+            std::fs::rename(&tmp, out).map_err(|e| ioe(out, e))?;
         }
-        std::fs::rename(&tmp, out).map_err(|e| ioe(out, e))?;
         Ok(())
     })();
     bar.finish_and_clear();
@@ -490,6 +501,95 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
         return Err(e);
     }
     Ok(rep)
+}
+
+/// Where `unpack` may write: `out` made absolute with symbolic links resolved (of `out` itself
+/// when it exists, else of its parent, which is created), refused when it is `.`/`..`-terminated,
+/// the root, the current directory or an ancestor of it, or a directory that holds the archive.
+/// `--force` on such an output used to delete the directory being replaced together with the
+/// temporary created inside it, and unpack nothing.
+fn resolve_output(out: &Path, archive: &Path) -> Result<PathBuf, UnpackError> {
+    use std::path::Component;
+    let unsafe_out = |reason| UnpackError::UnsafeOutput {
+        path: out.to_path_buf(),
+        reason,
+    };
+    let ioe = |path: &Path, e: std::io::Error| UnpackError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    // `components()` drops interior and trailing "." (so "x/." is "x"); a path that is only ".",
+    // ends in "..", or is "/" has no normal last component.
+    if !matches!(out.components().next_back(), Some(Component::Normal(_))) {
+        return Err(unsafe_out(
+            "it is the current directory, a parent directory or the root",
+        ));
+    }
+    let target = match std::fs::symlink_metadata(out) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(unsafe_out(
+                "it is a symbolic link (name the directory it points to)",
+            ));
+        }
+        Ok(_) => std::fs::canonicalize(out).map_err(|e| ioe(out, e))?,
+        Err(_) => {
+            let parent = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent).map_err(|e| ioe(parent, e))?;
+            let name = out
+                .file_name()
+                .ok_or_else(|| unsafe_out("no directory name"))?;
+            std::fs::canonicalize(parent)
+                .map_err(|e| ioe(parent, e))?
+                .join(name)
+        }
+    };
+    if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize)
+        && cwd.starts_with(&target)
+    {
+        return Err(unsafe_out("it is the current directory or contains it"));
+    }
+    if let Ok(arc) = std::fs::canonicalize(archive)
+        && arc.starts_with(&target)
+    {
+        return Err(unsafe_out("it contains the archive being unpacked"));
+    }
+    Ok(target)
+}
+
+/// Exchange two directories atomically (`renameat2(RENAME_EXCHANGE)`); where the file system
+/// does not support it, move `b` aside to `a`'s name in two renames (`a` is moved to `b` first
+/// under a third name, so neither tree is ever deleted or lost: a crash in between leaves both
+/// on disk under upg's temporary names).
+fn swap_dirs(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: two valid NUL-terminated paths, AT_FDCWD.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(e);
+    }
+    let mut mid = a.as_os_str().to_owned();
+    mid.push(".old");
+    let mid = PathBuf::from(mid);
+    std::fs::rename(b, &mid)?;
+    std::fs::rename(a, b)?;
+    std::fs::rename(&mid, a)
 }
 
 /// Little-endian floats of `kind` as f64.
