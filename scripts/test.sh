@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins
+# tests/gguf.rs writes its GGUF with the PyPI gguf package (llama.cpp's gguf-py).
+python3 -c "import gguf, numpy" 2>/dev/null || python3 -m pip install -q gguf==0.19.0 numpy
 cargo test --release -- --test-threads=2
 scripts/real_model_test.sh target/release/upg
 scripts/fuzz_smoke.sh

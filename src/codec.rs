@@ -9,6 +9,7 @@
 //! - `decode` gets the exact decoded length from the index and must fill `out` completely or fail;
 //!   hostile input yields `CodecError`, never a panic, never an out-of-bounds access.
 
+pub mod block;
 pub mod entropy;
 pub mod float;
 pub mod quant;
@@ -85,6 +86,8 @@ pub enum Codec {
     Float(FloatKind),
     /// Lossy quantizer (id 3); param is the output dtype the stream decodes to.
     Quant(FloatKind),
+    /// ggml quantized blocks split into field streams (id 4); param is the ggml type id.
+    Block(u8),
 }
 
 impl Codec {
@@ -92,6 +95,7 @@ impl Codec {
     pub const ID_ZSTD: u8 = 1;
     pub const ID_FLOAT: u8 = 2;
     pub const ID_QUANT: u8 = 3;
+    pub const ID_BLOCK: u8 = 4;
 
     /// The `(id, param)` pair stored in the chunk table.
     pub fn to_id(self) -> (u8, u8) {
@@ -100,6 +104,7 @@ impl Codec {
             Codec::Zstd(level) => (Self::ID_ZSTD, level),
             Codec::Float(k) => (Self::ID_FLOAT, k.param()),
             Codec::Quant(k) => (Self::ID_QUANT, k.param()),
+            Codec::Block(t) => (Self::ID_BLOCK, t),
         }
     }
 
@@ -114,6 +119,7 @@ impl Codec {
             Self::ID_QUANT => FloatKind::from_param(param)
                 .map(Codec::Quant)
                 .ok_or(unknown),
+            Self::ID_BLOCK if block::layout(param).is_some() => Ok(Codec::Block(param)),
             _ => Err(unknown),
         }
     }
@@ -125,6 +131,10 @@ impl Codec {
             Codec::Zstd(l) => format!("zstd-{l}"),
             Codec::Float(k) => format!("float-{}", format!("{k:?}").to_lowercase()),
             Codec::Quant(k) => format!("quant-{}", format!("{k:?}").to_lowercase()),
+            Codec::Block(t) => format!(
+                "block-{}",
+                block::layout(t).map_or("?", |l| l.name).to_lowercase()
+            ),
         }
     }
 
@@ -147,6 +157,7 @@ impl Codec {
                 float::encode(k, input, out);
                 Ok(())
             }
+            Codec::Block(t) => block::encode(t, input, out),
             Codec::Quant(_) => Err(CodecError::Unsupported(
                 "lossy chunks are encoded through codec::quant".into(),
             )),
@@ -160,6 +171,7 @@ impl Codec {
             Codec::Zstd(_) => zstd::decode(input, out),
             Codec::Float(k) => float::decode(k, input, out),
             Codec::Quant(k) => quant::decode(k, input, out),
+            Codec::Block(t) => block::decode(t, input, out),
         }
     }
 }

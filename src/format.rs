@@ -22,9 +22,11 @@ pub const MAGIC: [u8; 8] = *b"UPGARC\r\n";
 pub const FOOTER_MAGIC: [u8; 8] = *b"UPGEND\r\n";
 /// Major version: a reader refuses any other major (incompatible layout).
 pub const VERSION_MAJOR: u16 = 1;
-/// Minor version: additions a v1 reader can ignore (new codec ids are refused per chunk, not per
-/// archive, so an old reader still serves every file that does not use them).
-pub const VERSION_MINOR: u16 = 0;
+/// Minor version: additions a v1 reader can ignore or refuse precisely. The newest this build
+/// writes; 1.1 added the block codec (id 4) and the GGUF header segment kind (3). A writer puts
+/// the lowest minor that describes what it used in the footer (the superblock, written before
+/// anything is known, always says 0; readers take the footer's).
+pub const VERSION_MINOR: u16 = 1;
 /// magic (8) + major (2) + minor (2) + flags (4).
 pub const SUPERBLOCK_LEN: usize = 16;
 /// index offset (8) + index length (8) + index xxh3 (8) + major (2) + minor (2) + flags (4) + magic (8).
@@ -111,7 +113,7 @@ pub fn superblock() -> [u8; SUPERBLOCK_LEN] {
     let mut b = [0u8; SUPERBLOCK_LEN];
     b[..8].copy_from_slice(&MAGIC);
     b[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
-    b[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
+    b[10..12].copy_from_slice(&0u16.to_le_bytes());
     b
 }
 
@@ -211,6 +213,9 @@ pub enum SegmentKind {
     StHeader = 1,
     /// One tensor's data, in the order of the header's offsets.
     Tensor = 2,
+    /// A GGUF file's header (magic through the alignment padding before the tensor data),
+    /// stored verbatim (zstd). Since format 1.1.
+    GgufHeader = 3,
 }
 
 /// A contiguous run of a file's bytes, cut into chunks of `chunk_size` decoded bytes (the last
@@ -378,6 +383,7 @@ impl Index {
                     0 => SegmentKind::Plain,
                     1 => SegmentKind::StHeader,
                     2 => SegmentKind::Tensor,
+                    3 => SegmentKind::GgufHeader,
                     k => return Err(bad(format!("segment {s}: unknown kind {k}"))),
                 };
                 let len = r.u64("segment length")?;

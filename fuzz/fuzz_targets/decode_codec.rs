@@ -1,4 +1,4 @@
-//! Decode arbitrary bytes with every codec id the chunk table can name (raw, zstd, float, quant),
+//! Decode arbitrary bytes with every codec id the chunk table can name (raw, zstd, float, quant, ggml blocks),
 //! the way the archive reader does: must never panic, read out of bounds or hang.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let len = u16::from_le_bytes([data[0], data[1]]) as usize;
-    let Ok(codec) = Codec::from_id(data[2] % 4, data[3]) else {
+    let Ok(codec) = Codec::from_id(data[2] % 5, data[3]) else {
         return;
     };
     let mut out = vec![0u8; len];

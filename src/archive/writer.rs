@@ -39,7 +39,7 @@ use std::sync::Arc;
 use crate::codec::Codec;
 use crate::codec::quant::{Preset, QuantStats, TensorPlan};
 use crate::format::{self, ChunkRecord, FileEntry, Footer, Index, Segment, SegmentKind};
-use crate::st;
+use crate::{gguf, st};
 
 mod hash;
 
@@ -88,8 +88,8 @@ pub enum PackError {
     /// The input directory holds no regular files.
     #[error("input {0} holds no files to pack")]
     InputEmpty(PathBuf),
-    /// The input is neither a directory nor a `.safetensors` file.
-    #[error("input {0} is neither a directory nor a .safetensors file")]
+    /// The input is neither a directory nor a `.safetensors` or GGUF file.
+    #[error("input {0} is neither a directory nor a .safetensors or GGUF file")]
     InputKind(PathBuf),
     /// Reading or writing failed.
     #[error("{path}: {msg}")]
@@ -282,7 +282,8 @@ fn collect(input: &Path) -> Result<Vec<InputFile>, PackError> {
         _ => io_err(input, e),
     })?;
     if meta.is_file() {
-        if input.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        let gguf = is_gguf_file(input).map_err(|e| io_err(input, e))?;
+        if !gguf && input.extension().and_then(|e| e.to_str()) != Some("safetensors") {
             return Err(PackError::InputKind(input.to_path_buf()));
         }
         let rel = input
@@ -382,6 +383,9 @@ struct SegPlan {
     tensor: Option<(String, u64)>, // name, parameter count
     preset: Option<Preset>,
     shape: Vec<usize>,
+    /// Decoded bytes per chunk: the pack's chunk size, or for ggml block tensors the largest
+    /// whole number of blocks that fits in it (chunks never split a block, so each decodes alone).
+    chunk_size: u32,
 }
 
 fn plan_file(
@@ -399,8 +403,12 @@ fn plan_file(
             tensor: None,
             preset: None,
             shape: Vec::new(),
+            chunk_size: opts.chunk_size,
         }]
     };
+    if is_gguf_file(&f.abs).map_err(|e| io_err(&f.abs, e))? {
+        return plan_gguf(f, opts, notices);
+    }
     if !f.rel.ends_with(".safetensors") {
         return Ok(plain(f.size));
     }
@@ -420,6 +428,7 @@ fn plan_file(
         tensor: None,
         preset: None,
         shape: Vec::new(),
+        chunk_size: opts.chunk_size,
     }];
     for t in &layout.tensors {
         let kind = st::float_kind(t.dtype);
@@ -451,7 +460,114 @@ fn plan_file(
             tensor: Some((t.name.clone(), t.numel)),
             preset,
             shape: t.shape.clone(),
+            chunk_size: opts.chunk_size,
         });
+    }
+    Ok(segs)
+}
+
+/// Does the file start with the GGUF magic? (Planned by content, not by name.)
+fn is_gguf_file(path: &Path) -> std::io::Result<bool> {
+    let f = File::open(path)?;
+    let mut b = [0u8; 4];
+    match f.read_exact_at(&mut b, 0) {
+        Ok(()) => Ok(gguf::is_gguf(&b)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// How the data of a GGUF tensor of this ggml type is coded: float types through the float
+/// coder, block types with a known layout through the block coder, the rest (integer tensors,
+/// block types newer than the layout table) with zstd.
+pub fn gguf_codec(ty: gguf::GgmlType) -> Codec {
+    use crate::codec::FloatKind;
+    match ty.name {
+        "F32" => Codec::Float(FloatKind::F32),
+        "F16" => Codec::Float(FloatKind::F16),
+        "BF16" => Codec::Float(FloatKind::Bf16),
+        "F64" => Codec::Float(FloatKind::F64),
+        _ => match u8::try_from(ty.id)
+            .ok()
+            .filter(|&id| crate::codec::block::layout(id).is_some())
+        {
+            Some(id) => Codec::Block(id),
+            None => Codec::Zstd(ZSTD_LEVEL),
+        },
+    }
+}
+
+/// A GGUF file: the header (magic .. data start, metadata and tensor infos verbatim) with zstd,
+/// then each tensor's bytes coded by its ggml type, and whatever lies between or after tensors
+/// (alignment padding) as plain bytes. A file whose header does not parse is stored whole as an
+/// ordinary file, with a notice saying why; it is never refused. Always lossless: a preset
+/// applies to safetensors tensors only (a GGUF's tensors are already quantized by their type).
+fn plan_gguf(
+    f: &InputFile,
+    opts: &PackOptions,
+    notices: &mut Vec<String>,
+) -> Result<Vec<SegPlan>, PackError> {
+    let src = File::open(&f.abs).map_err(|e| io_err(&f.abs, e))?;
+    // SAFETY: read-only map of an input file that pack does not modify; only the header pages
+    // are touched, and the map is dropped before the pipeline reads the file with pread.
+    let map = unsafe { memmap2::Mmap::map(&src) }.map_err(|e| io_err(&f.abs, e))?;
+    let plain = |start: u64, len: u64, kind| SegPlan {
+        kind,
+        start,
+        len,
+        codec: Codec::Zstd(ZSTD_LEVEL),
+        class: "other files".into(),
+        tensor: None,
+        preset: None,
+        shape: Vec::new(),
+        chunk_size: opts.chunk_size,
+    };
+    let g = match gguf::Gguf::parse(&map, f.size) {
+        Ok(g) => g,
+        Err(e) => {
+            notices.push(format!(
+                "{}: GGUF header not understood ({e}); stored as an ordinary file",
+                f.rel
+            ));
+            return Ok(vec![plain(0, f.size, SegmentKind::Plain)]);
+        }
+    };
+    if opts.preset.is_some() && !g.tensors.is_empty() {
+        notices.push(format!(
+            "{}: GGUF tensors are stored lossless (the preset applies to safetensors files)",
+            f.rel
+        ));
+    }
+    let header_end = g.data_start.min(f.size);
+    let mut segs = vec![plain(0, header_end, SegmentKind::GgufHeader)];
+    let mut pos = header_end;
+    for (start, end, t) in g.spans() {
+        if start > pos {
+            segs.push(plain(pos, start - pos, SegmentKind::Plain));
+        }
+        let codec = gguf_codec(t.ty);
+        let chunk_size = match codec {
+            Codec::Block(_) => {
+                let bb = t.ty.block_bytes;
+                (opts.chunk_size / bb).max(1) * bb
+            }
+            _ => opts.chunk_size,
+        };
+        segs.push(SegPlan {
+            kind: SegmentKind::Tensor,
+            start,
+            len: end - start,
+            codec,
+            class: format!("GGUF {}", t.ty.name),
+            tensor: Some((t.name.clone(), t.elems)),
+            preset: None,
+            shape: t.dims.iter().rev().map(|&d| d as usize).collect(),
+            chunk_size,
+        });
+        pos = end;
+    }
+    if f.size > pos {
+        segs.push(plain(pos, f.size - pos, SegmentKind::Plain));
     }
     Ok(segs)
 }
@@ -737,7 +853,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         for (si, (p, tplan)) in plan.iter().zip(tplans).enumerate() {
             let mut off = 0u64;
             while off < p.len {
-                let len = (p.len - off).min(u64::from(cs)) as usize;
+                let len = (p.len - off).min(u64::from(p.chunk_size)) as usize;
                 jobs.push(Job {
                     file: fi,
                     seg: si,
@@ -791,7 +907,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
             .map(|p| Segment {
                 kind: p.kind,
                 len: p.len,
-                chunk_size: cs,
+                chunk_size: p.chunk_size,
                 chunks: Vec::new(),
             })
             .collect(),
@@ -1038,6 +1154,10 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         "lossy_total": summary.lossy_total,
         "original_sha256": original_sha,
     });
+    let uses_1_1 = chunks.iter().any(|c| c.codec_id == Codec::ID_BLOCK)
+        || files
+            .iter()
+            .any(|f| f.segments.iter().any(|s| s.kind == SegmentKind::GgufHeader));
     let index = Index {
         chunks,
         files,
@@ -1056,7 +1176,8 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         index_offset: pos,
         index_len: ib.len() as u64,
         index_hash: xxh3_64(&ib),
-        minor: format::VERSION_MINOR,
+        // 1.1 only when it is needed, so archives without GGUF files stay readable as 1.0.
+        minor: if uses_1_1 { 1 } else { 0 },
     };
     w.write_all(&ib).map_err(|e| io_err(output, e))?;
     w.write_all(&format::footer_bytes(&footer))
