@@ -385,3 +385,41 @@ fn gguf_py_file_round_trips_through_unpack_and_a_mount() {
     );
     drop(m);
 }
+
+#[test]
+fn inspect_lists_gguf_tensors_and_metadata_of_file_and_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("m.gguf");
+    built_gguf(&src, 8, false);
+    let out = dir.path().join("m.upg");
+    pack_file(&src, &out, 64 << 10);
+    for (p, archive) in [(&src, false), (&out, true)] {
+        let o = Command::new(env!("CARGO_BIN_EXE_upg"))
+            .arg("inspect")
+            .arg(p)
+            .arg("--tensors")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("16 tensors"), "{text}");
+        assert!(text.contains("general.architecture = \"llama\""), "{text}");
+        assert!(
+            text.contains("tokenizer.ggml.tokens = [String; 50] \"tok0\""),
+            "{text}"
+        );
+        let q4k = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("q4_k "))
+            .unwrap();
+        assert!(q4k.contains("Q4_K") && q4k.contains("[768, 37]"), "{q4k}");
+        // Random quant bytes: the block coder may not pay for this small tensor (stored raw).
+        let coded = q4k.ends_with("block-q4_k") || q4k.ends_with("raw");
+        assert_eq!(coded, archive, "{q4k}");
+        let f16 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("f16 "))
+            .unwrap();
+        assert_eq!(f16.contains("float-f16"), archive, "{f16}");
+    }
+}

@@ -43,6 +43,8 @@ pub struct Catalog {
     pub archive_bytes: Option<u64>,
     pub lossless: Option<bool>,
     pub meta: Option<serde_json::Value>,
+    /// GGUF files' metadata key/values: (file, key, value as `inspect` prints it).
+    pub gguf_metadata: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,60 @@ pub enum InspectError {
     /// The path does not exist or is of an unsupported kind.
     #[error("{0}")]
     Input(String),
+    /// A GGUF file's header is malformed.
+    #[error("{0}: malformed GGUF: {1}")]
+    Gguf(String, crate::gguf::GgufError),
+}
+
+/// Does the file at `p` start with the GGUF magic?
+fn file_is_gguf(p: &Path) -> bool {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+        && crate::gguf::is_gguf(&b)
+}
+
+/// Parse a GGUF file on disk (mapped; only the header pages are touched).
+fn read_gguf(p: &Path) -> Result<crate::gguf::Gguf, InspectError> {
+    let src = p.display().to_string();
+    let f = std::fs::File::open(p).map_err(|e| InspectError::Input(format!("{src}: {e}")))?;
+    // SAFETY: read-only map, used only during this call.
+    let map = unsafe { memmap2::Mmap::map(&f) }
+        .map_err(|e| InspectError::Input(format!("{src}: {e}")))?;
+    crate::gguf::Gguf::parse(&map, map.len() as u64).map_err(|e| InspectError::Gguf(src, e))
+}
+
+/// Tensor rows of a GGUF file in data order (the order of its tensor segments in an archive),
+/// shapes in ggml order (`[ne0, ne1, ...]`, as llama.cpp prints them).
+fn gguf_rows(
+    file: &str,
+    g: &crate::gguf::Gguf,
+    stored: Option<&[(u64, String)]>,
+) -> Vec<TensorRow> {
+    g.spans()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (start, end, t))| TensorRow {
+            file: file.to_string(),
+            name: t.name.clone(),
+            dtype: t.ty.name.to_string(),
+            shape: t.dims.iter().map(|&d| d as usize).collect(),
+            params: t.elems,
+            bytes: end - start,
+            stored: stored.and_then(|s| s.get(i)).map(|s| s.0),
+            codec: stored.and_then(|s| s.get(i)).map(|s| s.1.clone()),
+            quality: None,
+        })
+        .collect()
+}
+
+fn gguf_meta(file: &str, g: &crate::gguf::Gguf) -> Vec<(String, String, String)> {
+    g.kvs
+        .iter()
+        .map(|(k, v)| (file.to_string(), k.clone(), v.to_string()))
+        .collect()
 }
 
 pub fn catalog(path: &Path) -> Result<Catalog, InspectError> {
@@ -86,6 +142,28 @@ pub fn catalog(path: &Path) -> Result<Catalog, InspectError> {
             tensors,
             None,
         ));
+    }
+    if file_is_gguf(path) {
+        let g = read_gguf(path)?;
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut c = finish(
+            src,
+            "GGUF",
+            vec![FileRow {
+                path: name.clone(),
+                size,
+                stored: None,
+                sha256: None,
+            }],
+            gguf_rows(&name, &g, None),
+            None,
+        );
+        c.gguf_metadata = gguf_meta(&name, &g);
+        return Ok(c);
     }
     let a = Archive::open(path)?;
     catalog_archive(&a)
@@ -127,12 +205,14 @@ fn finish(
         archive_bytes: a.map(|a| a.archive_len()),
         lossless: a.map(|a| a.is_lossless()),
         meta: a.map(|a| a.meta()),
+        gguf_metadata: Vec::new(),
     }
 }
 
 fn catalog_dir(dir: &Path) -> Result<Catalog, InspectError> {
     let mut files = Vec::new();
     let mut tensors = Vec::new();
+    let mut gguf_metadata = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), String::new())];
     while let Some((d, prefix)) = stack.pop() {
         let mut ents: Vec<_> = std::fs::read_dir(&d)
@@ -152,6 +232,13 @@ fn catalog_dir(dir: &Path) -> Result<Catalog, InspectError> {
                 let layout =
                     Layout::read(&p).map_err(|e| InspectError::St(p.display().to_string(), e))?;
                 tensors.extend(rows(&rel, &layout, None));
+            } else if file_is_gguf(&p) {
+                // A directory catalog lists what it can; a GGUF that does not parse is listed
+                // as a file without tensors, as pack stores it.
+                if let Ok(g) = read_gguf(&p) {
+                    tensors.extend(gguf_rows(&rel, &g, None));
+                    gguf_metadata.extend(gguf_meta(&rel, &g));
+                }
             }
             files.push(FileRow {
                 path: rel,
@@ -161,18 +248,15 @@ fn catalog_dir(dir: &Path) -> Result<Catalog, InspectError> {
             });
         }
     }
-    Ok(finish(
-        dir.display().to_string(),
-        "directory",
-        files,
-        tensors,
-        None,
-    ))
+    let mut c = finish(dir.display().to_string(), "directory", files, tensors, None);
+    c.gguf_metadata = gguf_metadata;
+    Ok(c)
 }
 
 pub fn catalog_archive(a: &Archive) -> Result<Catalog, InspectError> {
     let mut files = Vec::new();
     let mut tensors = Vec::new();
+    let mut gguf_metadata = Vec::new();
     for (fi, f) in a.files().iter().enumerate() {
         let segs = a.segment_sizes(fi);
         files.push(FileRow {
@@ -181,6 +265,20 @@ pub fn catalog_archive(a: &Archive) -> Result<Catalog, InspectError> {
             stored: Some(segs.iter().map(|s| s.2).sum()),
             sha256: Some(hex::encode(f.sha256)),
         });
+        if segs.first().map(|s| s.0) == Some(SegmentKind::GgufHeader) {
+            let mut header = vec![0u8; segs[0].1 as usize];
+            a.read_at(fi, 0, &mut header)?;
+            let g = crate::gguf::Gguf::parse(&header, f.size)
+                .map_err(|e| InspectError::Gguf(f.path.clone(), e))?;
+            let stored: Vec<(u64, String)> = segs
+                .iter()
+                .filter(|s| s.0 == SegmentKind::Tensor)
+                .map(|s| (s.2, s.3.map(|c| c.name()).unwrap_or_else(|| "empty".into())))
+                .collect();
+            tensors.extend(gguf_rows(&f.path, &g, Some(&stored)));
+            gguf_metadata.extend(gguf_meta(&f.path, &g));
+            continue;
+        }
         if segs.first().map(|s| s.0) != Some(SegmentKind::StHeader) {
             continue;
         }
@@ -204,13 +302,15 @@ pub fn catalog_archive(a: &Archive) -> Result<Catalog, InspectError> {
         }
         tensors.extend(r);
     }
-    Ok(finish(
+    let mut c = finish(
         a.path().display().to_string(),
         "archive",
         files,
         tensors,
         Some(a),
-    ))
+    );
+    c.gguf_metadata = gguf_metadata;
+    Ok(c)
 }
 
 pub fn print(c: &Catalog, show_tensors: bool) {
@@ -273,6 +373,17 @@ pub fn print(c: &Catalog, show_tensors: bool) {
             "  {d:<6} {n:>5} tensors {p:>13} params {:>12}{r}",
             human(*b)
         );
+    }
+    if !c.gguf_metadata.is_empty() {
+        println!("  GGUF metadata ({} keys):", c.gguf_metadata.len());
+        for (file, k, v) in &c.gguf_metadata {
+            let file = if c.files.len() > 1 {
+                format!("{file}: ")
+            } else {
+                String::new()
+            };
+            println!("    {file}{k} = {v}");
+        }
     }
     if show_tensors {
         println!(
