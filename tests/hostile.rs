@@ -340,3 +340,38 @@ fn unpack_force_never_deletes_cwd_parent_or_archive() {
         "temporary left behind"
     );
 }
+
+/// Issue 13 item 5 (unpack): setuid/setgid bits stored in an archive are cleared on unpack (an
+/// archive holding a 04755 file made a root-owned setuid binary when unpacked as root) unless
+/// `--preserve-special-bits` asks for them; the sticky bit and permissions are kept.
+#[test]
+fn unpack_clears_setuid_setgid_unless_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_model(tmp.path());
+    let set = |name: &str, mode: u32| {
+        let p = dir.join(name);
+        std::fs::write(&p, b"#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set("suid.sh", 0o4755);
+    set("sgid.sh", 0o2750);
+    set("sticky.sh", 0o1644);
+    let arc = tmp.path().join("m.upg");
+    pack_dir(&dir, &arc, 4096);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let out = tmp.path().join("out");
+    let (code, text) = upg_in(tmp.path(), &["unpack", s(&arc), "-o", s(&out)]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(mode(&out.join("suid.sh")), 0o755);
+    assert_eq!(mode(&out.join("sgid.sh")), 0o750);
+    assert_eq!(mode(&out.join("sticky.sh")), 0o1644);
+    let out2 = tmp.path().join("out2");
+    let (code, text) = upg_in(
+        tmp.path(),
+        &["unpack", s(&arc), "-o", s(&out2), "--preserve-special-bits"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(mode(&out2.join("suid.sh")), 0o4755);
+    assert_eq!(mode(&out2.join("sgid.sh")), 0o2750);
+}

@@ -362,6 +362,9 @@ pub struct UnpackOptions {
     pub only: Option<Vec<usize>>,
     /// Write every intact file and skip damaged ones instead of stopping at the first.
     pub keep_going: bool,
+    /// Keep setuid/setgid bits as stored (default: cleared, so an untrusted archive unpacked as
+    /// root cannot yield a root-owned setuid binary).
+    pub preserve_special_bits: bool,
 }
 
 /// What `unpack` wrote.
@@ -434,6 +437,12 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
     };
     let total: u64 = selected.iter().map(|&i| a.files()[i].size).sum();
     let bar = crate::cli::progress_bar(opts.progress, total, "unpacking");
+    // setuid (0o4000) and setgid (0o2000) cleared unless asked for; the sticky bit is harmless.
+    let mode_mask = if opts.preserve_special_bits {
+        0o7777
+    } else {
+        0o1777
+    };
     let mut rep = UnpackReport::default();
     let result = (|| {
         for &fi in &selected {
@@ -479,7 +488,7 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
             }
             let file = w.into_inner().map_err(|e| ioe(&dest, e.into_error()))?;
             file.sync_all().map_err(|e| ioe(&dest, e))?;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(f.mode & 0o7777))
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(f.mode & mode_mask))
                 .map_err(|e| ioe(&dest, e))?;
             rep.files += 1;
             rep.bytes += f.size;

@@ -86,6 +86,10 @@ enum Cmd {
         /// written: a partial file never looks complete); exit 1 if any is damaged.
         #[arg(long)]
         keep_going: bool,
+        /// Keep setuid/setgid bits as stored (cleared by default: an archive from elsewhere must
+        /// not yield a setuid binary, least of all when unpacked as root).
+        #[arg(long)]
+        preserve_special_bits: bool,
     },
     /// List the stored files (size, mode, path), all or those under PATH.
     Ls {
@@ -261,6 +265,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
             output,
             force,
             keep_going,
+            preserve_special_bits,
         } => {
             let a = Archive::open(&archive).map_err(|e| e.to_string())?;
             let only = if files.is_empty() {
@@ -273,6 +278,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
                 progress: !quiet,
                 only,
                 keep_going,
+                preserve_special_bits,
             };
             let r = verify::unpack(&a, &output, &opts).map_err(|e| e.to_string())?;
             for p in &r.damaged {
