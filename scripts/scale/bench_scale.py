@@ -193,11 +193,12 @@ def main():
 
     log("pack onto the disk of --work, against dd conv=fsync of the same bytes")
     disk = os.path.join(a.work, "model.upg")
-    cmd = [upg, "pack", model, "-o", disk, "--force", "-q"]
-    w, _, _ = run(cmd)
+    # dd first and removed before the pack: the disk need not hold both (64 GiB on the GPU host).
     ddcmd = ["dd", "if=/dev/zero", f"of={a.work}/dd.bin", "bs=16M", f"count={asize // (16 << 20)}", "conv=fsync", "status=none"]
     wd, _, _ = run(ddcmd)
     os.remove(f"{a.work}/dd.bin")
+    cmd = [upg, "pack", model, "-o", disk, "--force", "-q"]
+    w, _, _ = run(cmd)
     record("pack to disk", w, "s", " ".join(cmd), dd_fsync_s=round(wd, 2), ratio_vs_dd=round(w / wd, 2))
     os.remove(shm)
 
