@@ -2,6 +2,7 @@
 //! dispatch here. Every command returns an exit code: 0 success, 1 verification failure, 2 error.
 
 pub mod bench;
+pub mod daemon_log;
 pub mod demo;
 pub mod inspect;
 pub mod mount;

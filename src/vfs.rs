@@ -19,6 +19,10 @@
 //! - **Errors**: one [`VfsError`] enum; [`VfsError::errno`] maps every variant to an errno in one
 //!   exhaustive match. A damaged chunk logs one `tracing::error!` naming the archive, the file
 //!   and the offset, and the read fails with `EIO`; other ranges and files keep working.
+//! - **Status**: reads and `EIO` answers are counted ([`Vfs::stats`]); the root directory
+//!   answers the extended attribute [`STATUS_XATTR`] with a text report (`upg-mount --status`
+//!   reads it), so a running daemon can be asked without a socket. It is not listed by
+//!   `listxattr`, so copy tools do not copy it.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -90,6 +94,24 @@ impl VfsError {
         }
     }
 }
+
+/// Extended attribute of the root directory that holds the daemon's status report (see
+/// [`Vfs::status_text`]); read by name only, never listed.
+pub const STATUS_XATTR: &str = "user.upg.status";
+
+/// Counters of a mounted tree (see [`Vfs::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Read requests served or failed.
+    pub reads: u64,
+    /// Read requests answered with `EIO` (damaged or unreadable archive data).
+    pub eio: u64,
+    /// The last read error, as logged.
+    pub last_error: Option<String>,
+}
+
+/// Extra lines for the status report, supplied by the daemon (log file, lost log lines).
+pub type StatusHook = Box<dyn Fn() -> String + Send + Sync>;
 
 /// Inode number of the root directory (fixed by the FUSE protocol).
 pub const ROOT_INO: u64 = 1;
@@ -254,6 +276,10 @@ pub struct Vfs {
     pool: Option<crate::pool::Pool>,
     inflight: Arc<AtomicUsize>,
     stored_bytes: u64,
+    reads: AtomicU64,
+    eio: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    status_hook: std::sync::OnceLock<StatusHook>,
 }
 
 impl std::fmt::Debug for Vfs {
@@ -436,6 +462,10 @@ impl Vfs {
             pool,
             inflight: Arc::new(AtomicUsize::new(0)),
             stored_bytes,
+            reads: AtomicU64::new(0),
+            eio: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            status_hook: std::sync::OnceLock::new(),
         })
     }
 
@@ -545,10 +575,51 @@ impl Vfs {
     }
 
     /// Extended attribute `name` of `ino`: archives store none, so this is `NoXattr` for any
-    /// existing node (answering instead of ENOSYS spares the kernel's security-label probes).
-    pub fn getxattr(&self, ino: u64, _name: &OsStr) -> Result<Vec<u8>, VfsError> {
+    /// existing node (answering instead of ENOSYS spares the kernel's security-label probes),
+    /// except [`STATUS_XATTR`] on the root, which is [`Vfs::status_text`].
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, VfsError> {
         self.node(ino)?;
+        if ino == ROOT_INO && name == STATUS_XATTR {
+            return Ok(self.status_text().into_bytes());
+        }
         Err(VfsError::NoXattr)
+    }
+
+    /// Reads and `EIO` answers so far, and the last read error.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            reads: self.reads.load(Ordering::Relaxed),
+            eio: self.eio.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Add lines to [`Vfs::status_text`] (set once, by the daemon; later calls are ignored).
+    pub fn set_status_hook(&self, hook: StatusHook) {
+        let _ = self.status_hook.set(hook);
+    }
+
+    /// The status report: archives, read and `EIO` counts, the last error, then the daemon's
+    /// lines (see [`Vfs::set_status_hook`]). One `key: value` per line.
+    pub fn status_text(&self) -> String {
+        let st = self.stats();
+        let mut s = String::new();
+        for m in &self.archives {
+            s.push_str(&format!("archive: {}\n", m.archive.path().display()));
+        }
+        s.push_str(&format!("reads: {}\n", st.reads));
+        s.push_str(&format!("EIO answers: {}\n", st.eio));
+        if let Some(e) = &st.last_error {
+            s.push_str(&format!("last error: {e}\n"));
+        }
+        if let Some(h) = self.status_hook.get() {
+            s.push_str(&h());
+        }
+        s
     }
 
     /// Names of the extended attributes of `ino` (NUL-separated): always empty.
@@ -725,6 +796,7 @@ impl Vfs {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, VfsError> {
         let (m, file, size) = self.file_of(ino)?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let end = offset
             .saturating_add(u64::from(len.min(MAX_READ)))
             .min(size);
@@ -765,6 +837,9 @@ impl Vfs {
                     source: Box::new(e.root().clone()),
                 };
                 tracing::error!("read failed: {err}");
+                self.eio.fetch_add(1, Ordering::Relaxed);
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("read failed: {err}"));
                 Err(err)
             }
         }

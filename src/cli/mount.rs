@@ -11,6 +11,13 @@
 //!
 //! A stale mountpoint (daemon killed without unmounting: `stat` fails with ENOTCONN) is detached
 //! with `umount2(MNT_DETACH)` and mounted again, with a note on stderr.
+//!
+//! Logging (see [`daemon_log`](super::daemon_log)): lines go through a bounded queue to one
+//! logger thread, so a FUSE worker never blocks or panics on its log. Foreground: stderr
+//! (colours only on a terminal). Daemon: `--log-file`, else a default file per mountpoint
+//! ([`default_log_path`]), named when the mount is up. `upg-mount --status MNT` asks the daemon
+//! for its counts (reads, EIO answers, lost log lines) through an extended attribute of the
+//! mount's root; the daemon's last log line says the same at unmount.
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -19,6 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::daemon_log::DaemonLog;
 use crate::archive::{Archive, OpenOptions};
 use crate::fuse::{self, Access, MountConfig};
 use crate::vfs::{self, Vfs, VfsError, VfsOptions};
@@ -61,8 +69,15 @@ unmount it.";
 pub struct MountCli {
     /// Archives to mount (.upg files, or folders of them), then the mountpoint: an existing empty
     /// directory.
-    #[arg(required = true, value_name = "ARCHIVE... MOUNTPOINT")]
+    #[arg(
+        required_unless_present = "status",
+        value_name = "ARCHIVE... MOUNTPOINT"
+    )]
     pub paths: Vec<PathBuf>,
+    /// Print a running mount's status (archives, reads, EIO answers, the last error, the log
+    /// file and lost log lines) and exit: 0, or 1 if any read was answered with EIO.
+    #[arg(long, value_name = "MOUNTPOINT", exclusive = true)]
+    pub status: Option<PathBuf>,
     /// Stay in the foreground (do not daemonize).
     #[arg(short, long)]
     pub foreground: bool,
@@ -74,7 +89,9 @@ pub struct MountCli {
     /// noexec, noatime, default_permissions, fsname=NAME, subtype=NAME.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
-    /// Append the daemon's log to this file (a daemon otherwise discards its log).
+    /// Append the daemon's log to this file (default when daemonized: one file per mountpoint
+    /// in $XDG_STATE_HOME/upg, /var/log/upg-mount for root, ~/.local/state/upg otherwise; in
+    /// the foreground: stderr).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
     /// FUSE worker threads (default: two per core, 4 to 16).
@@ -92,7 +109,7 @@ impl MountCli {
     /// would fill ARCHIVE first and then call the missing argument `<ARCHIVE>...`.
     /// `verbose` is the -v count (a flag of the binary: global in `upg`).
     pub fn into_args<C: clap::CommandFactory>(mut self, verbose: u8) -> MountArgs {
-        if self.paths.len() < 2 {
+        if self.status.is_none() && self.paths.len() < 2 {
             C::command()
                 .error(
                     clap::error::ErrorKind::MissingRequiredArgument,
@@ -117,6 +134,7 @@ impl MountCli {
             verbose,
             threads: self.threads,
             readahead_kb: self.readahead_kb,
+            status: self.status,
         }
     }
 }
@@ -135,6 +153,8 @@ pub struct MountArgs {
     pub threads: usize,
     /// Kernel readahead of the mount in KiB (0: the kernel's default).
     pub readahead_kb: u32,
+    /// `--status MOUNTPOINT`: report on a running mount instead of mounting.
+    pub status: Option<PathBuf>,
 }
 
 /// Default cache per mounted archive: 64 MiB (256 chunks of 256 KiB). The decoded-chunk cache only
@@ -300,12 +320,22 @@ pub fn check_mountpoint(mp: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Run `upg-mount`; returns the exit code (0 ok, 2 error).
+/// Run `upg-mount`; returns the exit code (0 ok, 2 error; `--status`: 1 if reads failed).
 pub fn run(args: MountArgs) -> i32 {
+    if let Some(mp) = &args.status {
+        return match status(mp) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("upg-mount: {e}");
+                2
+            }
+        };
+    }
     match run_inner(args) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("upg-mount: {e}");
+            // Not eprintln!: in the foreground stderr may be a closed pipe by now.
+            let _ = writeln!(std::io::stderr(), "upg-mount: {e}");
             2
         }
     }
@@ -367,29 +397,161 @@ fn run_inner(args: MountArgs) -> Result<(), MountError> {
         fsname,
         readahead_kb: args.readahead_kb,
     };
+    let log = open_log(&args)?;
+    let note = match &log {
+        LogTo::File { path, .. } if !args.foreground => Some(format!(
+            "mounted on {mp}; log: {}; `upg-mount --status {mp}` counts reads and EIO answers",
+            path.display(),
+            mp = args.mountpoint.display()
+        )),
+        _ => None,
+    };
     let ready = if args.foreground {
         None
     } else {
-        Some(daemonize()?)
+        Some(daemonize(note)?)
     };
     // From here on we are the process that serves (daemon child or foreground).
-    let result = serve(&args, archives, cache, &cfg, ready);
-    if let Err(e) = &result {
-        // Said once: into the log file if there is one; on the terminal by `run` (foreground)
-        // or by the parent, which got it through the pipe (daemon), so the child exits quietly.
-        if args.log_file.is_some() {
-            tracing::error!("{e}");
-        }
-        if !args.foreground {
-            std::process::exit(2);
-        }
+    let result = serve(&args, archives, cache, &cfg, ready, log);
+    if result.is_err() && !args.foreground {
+        // Said by the parent, which got it through the pipe (and in the log file).
+        std::process::exit(2);
     }
     result
 }
 
-/// Fork; the parent waits for the child's report and exits. Returns the write end of the pipe in
-/// the child.
-fn daemonize() -> Result<OwnedFd, MountError> {
+/// Where the daemon's log goes. Decided, and the file opened, before forking, so that an
+/// unusable `--log-file` is an error on the terminal.
+enum LogTo {
+    File { path: PathBuf, file: std::fs::File },
+    Stderr,
+    Discard,
+}
+
+fn open_log(args: &MountArgs) -> Result<LogTo, MountError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let open = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(p)
+    };
+    if let Some(p) = &args.log_file {
+        return open(p)
+            .map(|file| LogTo::File {
+                path: p.clone(),
+                file,
+            })
+            .map_err(|e| MountError::LogFile {
+                path: p.clone(),
+                msg: e.to_string(),
+            });
+    }
+    if args.foreground {
+        return Ok(LogTo::Stderr);
+    }
+    let Some(p) = default_log_path(&args.mountpoint) else {
+        eprintln!(
+            "upg-mount: note: no place for a default log file ($HOME is not set); the daemon's \
+             log is discarded (choose a file with --log-file FILE)"
+        );
+        return Ok(LogTo::Discard);
+    };
+    let made = match p.parent() {
+        Some(d) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(d),
+        None => Ok(()),
+    };
+    match made.and_then(|()| open(&p)) {
+        Ok(file) => Ok(LogTo::File { path: p, file }),
+        Err(e) => {
+            eprintln!(
+                "upg-mount: note: cannot open the default log file {} ({e}); the daemon's log \
+                 is discarded (choose a file with --log-file FILE)",
+                p.display()
+            );
+            Ok(LogTo::Discard)
+        }
+    }
+}
+
+/// The default log file of a daemon mounted on `mountpoint`: one file per mountpoint, named after
+/// its absolute path with `/` as `-` (`/mnt/model` -> `mnt-model.log`), in `$XDG_STATE_HOME/upg`
+/// if set, else `/var/log/upg-mount` for root, else `~/.local/state/upg` (the XDG default).
+pub fn default_log_path(mountpoint: &Path) -> Option<PathBuf> {
+    let dir = match std::env::var_os("XDG_STATE_HOME").map(PathBuf::from) {
+        Some(d) if d.is_absolute() => d.join("upg"),
+        // SAFETY: geteuid has no preconditions.
+        _ if unsafe { libc::geteuid() } == 0 => PathBuf::from("/var/log/upg-mount"),
+        _ => PathBuf::from(std::env::var_os("HOME")?).join(".local/state/upg"),
+    };
+    let mp = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let mut name: String = mp
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' => c,
+            '/' => '-',
+            _ => '_',
+        })
+        .collect();
+    if name.is_empty() {
+        name = "root".into();
+    }
+    // ASCII only by now; keep the name well under NAME_MAX (255).
+    name.truncate(200);
+    Some(dir.join(format!("{name}.log")))
+}
+
+/// `upg-mount --status MOUNTPOINT`: print the daemon's status report (the root's
+/// [`vfs::STATUS_XATTR`]); exit code 1 if it has answered any read with EIO.
+fn status(mp: &Path) -> Result<i32, MountError> {
+    let err = |msg: String| MountError::Mountpoint {
+        path: mp.to_path_buf(),
+        msg,
+    };
+    let c = cstring(mp)?;
+    let name = CString::new(vfs::STATUS_XATTR).map_err(|e| err(e.to_string()))?;
+    let mut buf = vec![0u8; 1 << 16];
+    // SAFETY: valid C strings; buf is writable for buf.len() bytes.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(err(match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => {
+                "not an upg-mount mount (it has no status)".into()
+            }
+            Some(libc::ENOTCONN) => {
+                "stale mount: its daemon is gone (`umount -l` it, or mount again)".into()
+            }
+            _ => e.to_string(),
+        }));
+    }
+    buf.truncate(n as usize);
+    let text = String::from_utf8_lossy(&buf);
+    print!("{text}");
+    let eio = text
+        .lines()
+        .find_map(|l| l.strip_prefix("EIO answers: "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok(if eio > 0 { 1 } else { 0 })
+}
+
+/// Fork; the parent waits for the child's report, prints `note` once the mount is ready, and
+/// exits. Returns the write end of the pipe in the child.
+fn daemonize(note: Option<String>) -> Result<OwnedFd, MountError> {
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -412,6 +574,9 @@ fn daemonize() -> Result<OwnedFd, MountError> {
         let mut msg = String::new();
         let _ = std::fs::File::from(r).read_to_string(&mut msg);
         if msg.starts_with("ready") {
+            if let Some(n) = note {
+                let _ = writeln!(std::io::stderr(), "upg-mount: {n}");
+            }
             std::process::exit(0);
         }
         if msg.is_empty() {
@@ -448,8 +613,27 @@ fn detach_stdio() {
     }
 }
 
-fn init_logging(args: &MountArgs) -> Result<(), MountError> {
+/// How long the daemon waits at exit for its last log lines to be written: long enough for a
+/// file or a terminal, short enough that a stalled pipe does not keep an unmounted daemon alive.
+const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Start the logger thread and install the subscriber. Returns the log (None: discarded) and
+/// where it goes, in words.
+fn start_logging(args: &MountArgs, to: LogTo) -> (Option<DaemonLog>, String) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    let (out, ansi, desc): (Box<dyn Write + Send>, bool, String) = match to {
+        LogTo::File { path, file } => (Box::new(file), false, path.display().to_string()),
+        LogTo::Stderr => (
+            Box::new(std::io::stderr()),
+            std::io::stderr().is_terminal(),
+            "stderr".into(),
+        ),
+        LogTo::Discard => return (None, "discarded".into()),
+    };
+    let Ok(log) = DaemonLog::start(out) else {
+        return (None, "discarded (the logger thread did not start)".into());
+    };
     let level = match args.verbose {
         0 => "warn",
         1 => "info",
@@ -459,26 +643,14 @@ fn init_logging(args: &MountArgs) -> Result<(), MountError> {
     // external `umount`), which is the normal way to stop: keep that module at error level.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},fuser::session=error")));
-    let b = tracing_subscriber::fmt().with_env_filter(filter);
-    let r = match &args.log_file {
-        Some(p) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| MountError::LogFile {
-                    path: p.clone(),
-                    msg: e.to_string(),
-                })?;
-            b.with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .try_init()
-        }
-        None => b.with_writer(std::io::stderr).try_init(),
-    };
     // Already initialised (in-process use): keep the existing subscriber.
-    let _ = r;
-    Ok(())
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .log_internal_errors(false)
+        .with_writer(log.clone())
+        .try_init();
+    (Some(log), desc)
 }
 
 fn block_signals() -> libc::sigset_t {
@@ -501,13 +673,37 @@ fn serve(
     cache: usize,
     cfg: &MountConfig,
     ready: Option<OwnedFd>,
+    log_to: LogTo,
 ) -> Result<(), MountError> {
     // Before any thread exists, so every thread inherits the mask and only `sigwait` sees them.
     let set = block_signals();
-    if let Err(e) = init_logging(args) {
-        report(ready, &format!("{e}\n"));
-        return Err(e);
+    let to_file = matches!(log_to, LogTo::File { .. });
+    let (log, desc) = start_logging(args, log_to);
+    let result = serve_logged(args, archives, cache, cfg, ready, set, &log, desc);
+    if let Err(e) = &result {
+        // Said once on the terminal: by `run` (foreground) or by the parent (daemon); and in
+        // the log file if there is one.
+        if to_file {
+            tracing::error!("{e}");
+        }
     }
+    if let Some(l) = &log {
+        l.flush(LOG_FLUSH_LIMIT);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve_logged(
+    args: &MountArgs,
+    archives: Vec<(Option<String>, Arc<Archive>)>,
+    cache: usize,
+    cfg: &MountConfig,
+    ready: Option<OwnedFd>,
+    set: libc::sigset_t,
+    log: &Option<DaemonLog>,
+    log_desc: String,
+) -> Result<(), MountError> {
     let opts = VfsOptions {
         cache_bytes: cache,
         ..VfsOptions::default()
@@ -519,7 +715,30 @@ fn serve(
             return Err(MountError::Vfs(Box::new(e)));
         }
     };
-    let mut mounted = match fuse::mount(vfs, &args.mountpoint, cfg) {
+    let mp_abs = std::fs::canonicalize(&args.mountpoint)
+        .unwrap_or_else(|_| args.mountpoint.clone())
+        .display()
+        .to_string();
+    {
+        let (log, started, pid, mp) = (
+            log.clone(),
+            std::time::Instant::now(),
+            std::process::id(),
+            mp_abs.clone(),
+        );
+        vfs.set_status_hook(Box::new(move || {
+            let lost = log.as_ref().map(DaemonLog::lost).unwrap_or_default();
+            format!(
+                "mountpoint: {mp}\npid: {pid}\nup: {} s\nlog: {log_desc}\nlog lines lost: {} ({} \
+                 queue full, {} write failed)\n",
+                started.elapsed().as_secs(),
+                lost.total(),
+                lost.queue_full,
+                lost.write_failed
+            )
+        }));
+    }
+    let mut mounted = match fuse::mount(vfs.clone(), &args.mountpoint, cfg) {
         Ok(m) => m,
         Err(e) => {
             let e = MountError::Mount {
@@ -565,10 +784,24 @@ fn serve(
             }
         })
         .map_err(|e| MountError::Daemon(e.to_string()))?;
-    mounted.run().map_err(|e| MountError::Mount {
+    let served = mounted.run().map_err(|e| MountError::Mount {
         path: args.mountpoint.clone(),
         msg: e.to_string(),
-    })?;
-    tracing::info!("unmounted {}", args.mountpoint.display());
-    Ok(())
+    });
+    // The at-exit summary: what `--status` said last.
+    let st = vfs.stats();
+    let lost = log.as_ref().map(DaemonLog::lost).unwrap_or_default();
+    let c = crate::cli::count;
+    let line = format!(
+        "unmounted {mp_abs}: {}, {}, {} lost",
+        c(st.reads, "read"),
+        c(st.eio, "EIO answer"),
+        c(lost.total(), "log line")
+    );
+    if st.eio > 0 || lost.total() > 0 {
+        tracing::warn!("{line}");
+    } else {
+        tracing::info!("{line}");
+    }
+    served
 }
