@@ -358,3 +358,75 @@ fn daemon_logs_to_a_default_file_and_status_counts_eio() {
     assert_eq!(code, Some(2));
     assert!(err.contains("not an upg-mount mount"), "{err}");
 }
+
+/// The options mount(8) and mount.fuse3 pass (`rw,dev,suid`), fstab-only ones, and every flag
+/// as an `-o` option: the mount comes up read-only, nosuid, nodev with a note, and the flags
+/// given as options take effect (the log file named by `log_file=`). `force_suid` is the only
+/// way to a suid mount.
+#[test]
+fn mount8_options_are_accepted_and_flags_work_as_options() {
+    if skip() {
+        return;
+    }
+    let d = damaged();
+    let _g = Guard {
+        mnt: d.mnt.clone(),
+        child: None,
+    };
+    let log = d.dir.path().join("opt.log");
+    let opts = format!(
+        "rw,dev,suid,defaults,nofail,_netdev,x-systemd.automount,cache-size=128M,log_file={},\
+         readahead_kb=512,threads=3",
+        log.display()
+    );
+    let o = Command::new(BIN)
+        .arg(&d.archive)
+        .arg(&d.mnt)
+        .args(["-o", &opts])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("mounting read-only, nosuid, nodev anyway"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("log: {}", log.display())), "{err}");
+    let flags = mount_flags(&d.mnt);
+    for f in ["ro", "nosuid", "nodev"] {
+        assert!(flags.split(',').any(|x| x == f), "{f} missing: {flags}");
+    }
+    good_reads_match(&d);
+    let (_, out, _) = status(&d.mnt);
+    assert!(out.contains(&format!("log: {}", log.display())), "{out}");
+    let st = Command::new("umount").arg(&d.mnt).status().unwrap();
+    assert!(st.success());
+    wait_until("unmount", Duration::from_secs(10), || !is_mounted(&d.mnt));
+    // force_suid: suid for real.
+    let o = Command::new(BIN)
+        .arg(&d.archive)
+        .arg(&d.mnt)
+        .args(["-o", "suid,force_suid"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let flags = mount_flags(&d.mnt);
+    assert!(!flags.split(',').any(|x| x == "nosuid"), "{flags}");
+    let st = Command::new("umount").arg(&d.mnt).status().unwrap();
+    assert!(st.success());
+    wait_until("unmount", Duration::from_secs(10), || !is_mounted(&d.mnt));
+}
+
+/// The per-mount flags (field 6 of mountinfo) of `mnt`.
+fn mount_flags(mnt: &Path) -> String {
+    let want = mnt.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.get(4) == Some(&want.as_str())).then(|| f[5].to_string())
+        })
+        .unwrap_or_default()
+}

@@ -85,8 +85,12 @@ pub struct MountCli {
     /// min(64 MiB per archive, 1 GiB, MemAvailable/8), at least 64 MiB).
     #[arg(long, value_name = "BYTES")]
     pub cache_size: Option<String>,
-    /// Mount options, comma-separated: allow_other, allow_root, ro (always on), nosuid, nodev,
-    /// noexec, noatime, default_permissions, fsname=NAME, subtype=NAME.
+    /// Mount options, comma-separated: allow_other, allow_root, noexec, noatime,
+    /// default_permissions, fsname=NAME, subtype=NAME; every flag as an option (cache_size=,
+    /// log_file=, threads=, readahead_kb=, verbose, debug; `-` or `_`). Always ro, nosuid,
+    /// nodev: rw, suid, dev (mount(8) passes them) are noted and overridden; force_suid /
+    /// force_dev allow setuid files / devices. fstab-only options (defaults, nofail, _netdev,
+    /// x-*) are ignored.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
     /// Append the daemon's log to this file (default when daemonized: one file per mountpoint
@@ -341,24 +345,101 @@ pub fn run(args: MountArgs) -> i32 {
     }
 }
 
-fn run_inner(args: MountArgs) -> Result<(), MountError> {
+/// Options mount(8), mount.fuse3, fstab or systemd may pass that change nothing for a read-only
+/// FUSE mount (mount(8) acts on most of them itself).
+const IGNORED_OPTIONS: &[&str] = &[
+    "defaults",
+    "auto",
+    "noauto",
+    "nofail",
+    "_netdev",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "async",
+    "sync",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "lazytime",
+    "nolazytime",
+    "diratime",
+    "nodiratime",
+];
+
+fn run_inner(mut args: MountArgs) -> Result<(), MountError> {
     let mut access = Access::Owner;
     let mut options = Vec::new();
-    for o in args
+    let mut overridden: Vec<&str> = Vec::new();
+    let (mut force_suid, mut force_dev) = (false, false);
+    let opts: Vec<String> = args
         .options
         .iter()
         .flat_map(|o| o.split(','))
         .filter(|o| !o.is_empty())
-    {
-        match o {
-            "allow_other" => access = Access::All,
-            "allow_root" if access == Access::Owner => access = Access::OwnerAndRoot,
+        .map(str::to_string)
+        .collect();
+    for o in &opts {
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (o.as_str(), None),
+        };
+        let key = k.replace('-', "_");
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| MountError::Option(format!("{k}={v}: not a number")))
+        };
+        match (key.as_str(), v) {
+            ("allow_other", None) => access = Access::All,
+            ("allow_root", None) if access == Access::Owner => access = Access::OwnerAndRoot,
+            ("rw", None) => overridden.push("rw"),
+            ("suid", None) => overridden.push("suid"),
+            ("dev", None) => overridden.push("dev"),
+            ("force_suid", None) => force_suid = true,
+            ("force_dev", None) => force_dev = true,
+            ("cache_size", Some(v)) => args.cache_size = Some(v.to_string()),
+            ("log_file", Some(v)) => args.log_file = Some(PathBuf::from(v)),
+            ("threads", Some(v)) => args.threads = num(v)? as usize,
+            ("readahead_kb", Some(v)) => {
+                args.readahead_kb = u32::try_from(num(v)?)
+                    .map_err(|_| MountError::Option(format!("{k}={v}: too large")))?
+            }
+            ("verbose", None) => args.verbose = args.verbose.max(1),
+            ("debug", None) => args.verbose = args.verbose.max(2),
+            _ if IGNORED_OPTIONS.contains(&k) || k.starts_with("x-") || k == "comment" => {}
             _ => {
                 if let Some(k) = fuse::check_option(o).map_err(MountError::Option)? {
                     options.push(k);
                 }
             }
         }
+    }
+    if force_suid {
+        options.push("suid".into());
+    }
+    if force_dev {
+        options.push("dev".into());
+    }
+    let kept: Vec<&str> = overridden
+        .iter()
+        .copied()
+        .filter(|o| !(*o == "suid" && force_suid || *o == "dev" && force_dev))
+        .collect();
+    if !kept.is_empty() {
+        eprintln!(
+            "upg-mount: note: mounting read-only{}{} anyway (given: {}; mount(8) and mount.fuse3 \
+             pass rw, dev and suid by default){}",
+            if force_suid { "" } else { ", nosuid" },
+            if force_dev { "" } else { ", nodev" },
+            kept.join(", "),
+            if kept.contains(&"suid") {
+                "; -o force_suid lets setuid files of the archive run with their owner's rights"
+            } else {
+                ""
+            }
+        );
     }
     let explicit = match &args.cache_size {
         Some(s) => Some(parse_size(s).map_err(MountError::CacheSize)?),
