@@ -430,3 +430,49 @@ fn mount_flags(mnt: &Path) -> String {
         })
         .unwrap_or_default()
 }
+
+/// Not root, with /dev/fuse closed to the user (mode 0600 on these machines): the error says
+/// what to do (permissions or group of /dev/fuse, fusermount3 from fuse3, or root).
+#[test]
+fn non_root_permission_denied_says_what_to_do() {
+    if skip() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode();
+    if mode & 0o006 == 0o006 {
+        eprintln!("SKIP: /dev/fuse is open to everyone here; no permission error to provoke");
+        return;
+    }
+    if Command::new("setpriv").arg("--help").output().is_err() {
+        eprintln!("SKIP: setpriv (util-linux) is missing");
+        return;
+    }
+    let d = damaged();
+    let bin = d.dir.path().join("upg-mount");
+    std::fs::copy(BIN, &bin).unwrap();
+    for (p, m) in [
+        (d.dir.path(), 0o755),
+        (bin.as_path(), 0o755),
+        (&d.archive, 0o644),
+    ] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    std::os::unix::fs::chown(&d.mnt, Some(65534), Some(65534)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg(&d.archive)
+        .arg(&d.mnt)
+        .arg("-f")
+        .env("FUSERMOUNT_PATH", "/nonexistent/fusermount3")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/dev/fuse") && err.contains("fusermount3") && err.contains("fuse3"),
+        "{err}"
+    );
+    assert!(!is_mounted(&d.mnt));
+}

@@ -826,6 +826,16 @@ fn serve_logged(
                 path: args.mountpoint.clone(),
                 msg: if e.kind() == std::io::ErrorKind::NotFound {
                     format!("{e} (is /dev/fuse present? `modprobe fuse`)")
+                } else if e.kind() == std::io::ErrorKind::PermissionDenied
+                    // SAFETY: geteuid has no preconditions.
+                    && unsafe { libc::geteuid() } != 0
+                {
+                    format!(
+                        "{e}: not root, so the mount needs read-write access to /dev/fuse (see \
+                         `ls -l /dev/fuse`: usually crw-rw-rw-; else ask for its group) and \
+                         fusermount3 (setuid root; Debian/Ubuntu: `apt install fuse3`), or run \
+                         upg-mount as root"
+                    )
                 } else {
                     e.to_string()
                 },
