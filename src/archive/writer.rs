@@ -468,7 +468,7 @@ fn plan_file(
 
 /// Does the file start with the GGUF magic? (Planned by content, not by name.)
 fn is_gguf_file(path: &Path) -> std::io::Result<bool> {
-    let f = File::open(path)?;
+    let (f, _) = crate::storage::open_regular(path)?;
     let mut b = [0u8; 4];
     match f.read_exact_at(&mut b, 0) {
         Ok(()) => Ok(gguf::is_gguf(&b)),

@@ -67,8 +67,9 @@ pub enum InspectError {
 fn file_is_gguf(p: &Path) -> bool {
     use std::io::Read;
     let mut b = [0u8; 4];
-    std::fs::File::open(p)
-        .and_then(|mut f| f.read_exact(&mut b))
+    // open_regular: a FIFO or device must not block here (issue 13 item 3).
+    crate::storage::open_regular(p)
+        .and_then(|(mut f, _)| f.read_exact(&mut b))
         .is_ok()
         && crate::gguf::is_gguf(&b)
 }
@@ -76,7 +77,8 @@ fn file_is_gguf(p: &Path) -> bool {
 /// Parse a GGUF file on disk (mapped; only the header pages are touched).
 fn read_gguf(p: &Path) -> Result<crate::gguf::Gguf, InspectError> {
     let src = p.display().to_string();
-    let f = std::fs::File::open(p).map_err(|e| InspectError::Input(format!("{src}: {e}")))?;
+    let (f, _) = crate::storage::open_regular(p)
+        .map_err(|e| InspectError::Input(format!("{src}: {e}")))?;
     // SAFETY: read-only map, used only during this call.
     let map = unsafe { memmap2::Mmap::map(&f) }
         .map_err(|e| InspectError::Input(format!("{src}: {e}")))?;

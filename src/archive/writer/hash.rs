@@ -14,7 +14,6 @@
 //! wrong digest. With the input in the page cache the second read is a memory copy; from a cold
 //! disk the hasher runs ahead of the encoder and warms the cache for it.
 
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -120,7 +119,7 @@ fn hash_file(job: &HashJob, stop: &AtomicBool) -> io::Result<Hashed> {
             piece_hashes,
         });
     }
-    let f = File::open(&job.path)?;
+    let (f, _) = crate::storage::open_regular(&job.path)?;
     let mut buf = Vec::new();
     for &(off, len) in &job.pieces {
         if stop.load(Ordering::Relaxed) {
