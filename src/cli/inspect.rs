@@ -63,9 +63,13 @@ pub enum InspectError {
     Gguf(String, crate::gguf::GgufError),
 }
 
-/// Does the file at `p` start with the GGUF magic?
+/// Does the file at `p` start with the GGUF magic? Only regular files are opened (opening a FIFO
+/// would block; anything else goes on to the archive reader, which refuses it by name).
 fn file_is_gguf(p: &Path) -> bool {
     use std::io::Read;
+    if !std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut b = [0u8; 4];
     // open_regular: a FIFO or device must not block here (issue 13 item 3).
     crate::storage::open_regular(p)
