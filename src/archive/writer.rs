@@ -388,29 +388,38 @@ struct SegPlan {
     chunk_size: u32,
 }
 
-fn plan_file(
-    f: &InputFile,
-    opts: &PackOptions,
-    notices: &mut Vec<String>,
-) -> Result<Vec<SegPlan>, PackError> {
-    let plain = |len| {
-        vec![SegPlan {
-            kind: SegmentKind::Plain,
-            start: 0,
+impl SegPlan {
+    /// Bytes that are not tensor data (headers, padding, files other than weights): zstd.
+    fn zstd(kind: SegmentKind, start: u64, len: u64, chunk_size: u32) -> Self {
+        SegPlan {
+            kind,
+            start,
             len,
             codec: Codec::Zstd(ZSTD_LEVEL),
             class: "other files".into(),
             tensor: None,
             preset: None,
             shape: Vec::new(),
-            chunk_size: opts.chunk_size,
-        }]
-    };
+            chunk_size,
+        }
+    }
+}
+
+fn plan_file(
+    f: &InputFile,
+    opts: &PackOptions,
+    notices: &mut Vec<String>,
+) -> Result<Vec<SegPlan>, PackError> {
     if is_gguf_file(&f.abs).map_err(|e| io_err(&f.abs, e))? {
         return plan_gguf(f, opts, notices);
     }
     if !f.rel.ends_with(".safetensors") {
-        return Ok(plain(f.size));
+        return Ok(vec![SegPlan::zstd(
+            SegmentKind::Plain,
+            0,
+            f.size,
+            opts.chunk_size,
+        )]);
     }
     let layout = st::Layout::read(&f.abs).map_err(|e| match e {
         st::StError::Io(e) => io_err(&f.abs, e),
@@ -419,17 +428,12 @@ fn plan_file(
             msg: e.to_string(),
         },
     })?;
-    let mut segs = vec![SegPlan {
-        kind: SegmentKind::StHeader,
-        start: 0,
-        len: layout.data_start,
-        codec: Codec::Zstd(ZSTD_LEVEL),
-        class: "other files".into(),
-        tensor: None,
-        preset: None,
-        shape: Vec::new(),
-        chunk_size: opts.chunk_size,
-    }];
+    let mut segs = vec![SegPlan::zstd(
+        SegmentKind::StHeader,
+        0,
+        layout.data_start,
+        opts.chunk_size,
+    )];
     for t in &layout.tensors {
         let kind = st::float_kind(t.dtype);
         let (preset, why) = choose_preset(opts, &t.name, kind.is_some(), &t.shape, t.numel);
@@ -511,17 +515,7 @@ fn plan_gguf(
     // SAFETY: read-only map of an input file that pack does not modify; only the header pages
     // are touched, and the map is dropped before the pipeline reads the file with pread.
     let map = unsafe { memmap2::Mmap::map(&src) }.map_err(|e| io_err(&f.abs, e))?;
-    let plain = |start: u64, len: u64, kind| SegPlan {
-        kind,
-        start,
-        len,
-        codec: Codec::Zstd(ZSTD_LEVEL),
-        class: "other files".into(),
-        tensor: None,
-        preset: None,
-        shape: Vec::new(),
-        chunk_size: opts.chunk_size,
-    };
+    let plain = |start, len, kind| SegPlan::zstd(kind, start, len, opts.chunk_size);
     let g = match gguf::Gguf::parse(&map, f.size) {
         Ok(g) => g,
         Err(e) => {
