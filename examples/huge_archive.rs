@@ -59,7 +59,11 @@ fn template_frame(buf: &mut [u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
     let f1 = zstd::bulk::compress(buf, 1).expect("zstd");
     fill(buf, TEMPLATE2);
     let f2 = zstd::bulk::compress(buf, 1).expect("zstd");
-    assert_eq!(f1.len(), f2.len(), "template frames differ in length: trick does not apply");
+    assert_eq!(
+        f1.len(),
+        f2.len(),
+        "template frames differ in length: trick does not apply"
+    );
     let mut lits = Vec::new();
     for i in 0..f1.len() {
         if f1[i] != f2[i] {
@@ -116,7 +120,10 @@ fn main() {
         let n = zstd::bulk::decompress_to_buffer(&patched(k), &mut got).expect("patched frame");
         if n != CHUNK || got != buf {
             let at = got.iter().zip(&buf).position(|(a, b)| a != b);
-            panic!("patched frame {k} decodes wrongly: {n} bytes, first difference at {at:?} (frame {} bytes, literals at {lits:?})", frame.len());
+            panic!(
+                "patched frame {k} decodes wrongly: {n} bytes, first difference at {at:?} (frame {} bytes, literals at {lits:?})",
+                frame.len()
+            );
         }
     }
     let flen = frame.len() as u64;
@@ -241,8 +248,10 @@ fn check(path: &str, reads: u64) {
         let size = a.files()[fi].size;
         let len = 1 + next() % (600 << 10);
         let off = match r % 4 {
-            0 => size.saturating_sub(len / 2),                  // across EOF
-            1 => ((next() % (size / CHUNK as u64)) * CHUNK as u64).saturating_sub(len.min(4096) / 2), // across a boundary
+            0 => size.saturating_sub(len / 2), // across EOF
+            1 => {
+                ((next() % (size / CHUNK as u64)) * CHUNK as u64).saturating_sub(len.min(4096) / 2)
+            } // across a boundary
             _ => next() % size,
         }
         .min(size);

@@ -81,8 +81,8 @@ fn file_is_gguf(p: &Path) -> bool {
 /// Parse a GGUF file on disk (mapped; only the header pages are touched).
 fn read_gguf(p: &Path) -> Result<crate::gguf::Gguf, InspectError> {
     let src = p.display().to_string();
-    let (f, _) = crate::storage::open_regular(p)
-        .map_err(|e| InspectError::Input(format!("{src}: {e}")))?;
+    let (f, _) =
+        crate::storage::open_regular(p).map_err(|e| InspectError::Input(format!("{src}: {e}")))?;
     // SAFETY: read-only map, used only during this call.
     let map = unsafe { memmap2::Mmap::map(&f) }
         .map_err(|e| InspectError::Input(format!("{src}: {e}")))?;
