@@ -64,9 +64,13 @@ pub enum ArchiveError {
         offset: u64,
         source: Box<ArchiveError>,
     },
-    /// No file with that index or path in the archive.
-    #[error("no such file in archive: {0}")]
-    NoSuchFile(String),
+    /// No file with that index in the archive (a caller's mistake, not damage).
+    #[error("no file #{file} in archive")]
+    NoSuchFile { file: usize },
+    /// No chunk with that id in the archive's chunk table (a caller's mistake, not damage: the
+    /// index's own chunk references were all checked at open).
+    #[error("no chunk {chunk} in archive")]
+    NoSuchChunk { chunk: u32 },
 }
 
 impl ArchiveError {

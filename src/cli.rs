@@ -9,6 +9,65 @@ pub mod mount;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::archive::ArchiveError;
+use crate::archive::verify::UnpackError;
+use crate::archive::writer::PackError;
+
+/// Why a `upg` command could not do its work. Each variant keeps the layer's own error (so a
+/// caller can match on it) and [`CliError::exit_code`] maps every variant to the exit code, in one
+/// exhaustive match. A verification that ran and found damage is not an error: the command
+/// returns exit code 1 as its result.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// `pack` failed (input, options, output).
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    /// `unpack` failed before or while writing (not a damaged file: those are reported, exit 1).
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// The archive could not be opened or read.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// `inspect` failed.
+    #[error(transparent)]
+    Inspect(#[from] inspect::InspectError),
+    /// Writing the output (stdout, a JSON report) failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A JSON report could not be serialised.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A stored file could not be streamed out (damage or a failed write), named with its offset.
+    #[error("{0}")]
+    Read(String),
+    /// Arguments that parse but do not make sense together, or a name not in the archive.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    /// The process exit code for this error. Exhaustive on purpose: a new variant forces a
+    /// decision.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Pack(_)
+            | CliError::Unpack(_)
+            | CliError::Archive(_)
+            | CliError::Inspect(_)
+            | CliError::Io(_)
+            | CliError::Json(_)
+            | CliError::Read(_)
+            | CliError::Usage(_) => 2,
+        }
+    }
+}
+
+impl From<String> for CliError {
+    fn from(s: String) -> Self {
+        CliError::Usage(s)
+    }
+}
+
 /// A byte progress bar on stderr, hidden when `show` is false or stderr is not a terminal.
 pub fn progress_bar(show: bool, total: u64, what: &str) -> ProgressBar {
     use std::io::IsTerminal;

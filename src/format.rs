@@ -63,9 +63,10 @@ pub enum FormatError {
     /// Major version this reader does not understand.
     #[error("unsupported archive version {major}.{minor} (this build reads {VERSION_MAJOR}.x)")]
     UnsupportedVersion { major: u16, minor: u16 },
-    /// Superblock and footer disagree on the version.
-    #[error("superblock and footer versions disagree")]
-    VersionMismatch,
+    /// Superblock and footer disagree on the major version (docs/FORMAT.md: the footer's major
+    /// must equal the superblock's), so one of them is damaged.
+    #[error("superblock says major version {superblock}, footer says {footer} (damaged archive)")]
+    VersionMismatch { superblock: u16, footer: u16 },
     /// The footer places the index outside the file.
     #[error("index location out of range (offset {offset}, length {len}, file {file_len})")]
     IndexOutOfRange {
@@ -87,17 +88,114 @@ pub enum FormatError {
     TrailingBytes(usize),
     /// A chunk record is inconsistent (outside the data area, overlapping, too large, unknown codec).
     #[error("chunk {id}: {reason}")]
-    BadChunk { id: u32, reason: String },
+    BadChunk { id: u32, reason: BadChunk },
     /// A file entry is inconsistent (bad path, sizes that do not add up, bad chunk reference).
     #[error("file entry {index} ({path:?}): {reason}")]
     BadFile {
         index: u32,
         path: String,
-        reason: String,
+        reason: BadFile,
     },
-    /// The metadata block is not valid UTF-8 JSON.
-    #[error("metadata block: {0}")]
-    BadMeta(String),
+    /// The metadata block is larger than [`MAX_META_LEN`].
+    #[error("metadata block: {len} bytes exceeds the {MAX_META_LEN}-byte cap")]
+    MetaTooLarge { len: usize },
+    /// The metadata block is not UTF-8.
+    #[error("metadata block: not UTF-8")]
+    MetaNotUtf8,
+}
+
+/// Why a chunk record is refused ([`FormatError::BadChunk`]).
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum BadChunk {
+    /// `offset + stored_len` overflows a u64.
+    #[error("offset overflows")]
+    OffsetOverflow,
+    /// The stored bytes start before the previous chunk's end (or inside the superblock).
+    #[error("offset {offset} overlaps the previous chunk or the superblock")]
+    Overlap { offset: u64 },
+    /// The stored bytes run into the index.
+    #[error("stored bytes {offset}..{end} run past the data area (ends at {data_end})")]
+    PastDataArea {
+        offset: u64,
+        end: u64,
+        data_end: u64,
+    },
+    /// The decoded or stored length exceeds the caps ([`MAX_CHUNK_LEN`], twice that stored).
+    #[error("length {decoded_len} (stored {stored_len}) exceeds the {MAX_CHUNK_LEN}-byte cap")]
+    TooLong { decoded_len: u32, stored_len: u32 },
+    /// Flag bits this reader does not know (they could change how the chunk decodes).
+    #[error("unknown chunk flags {0:#06x}")]
+    UnknownFlags(u16),
+    /// A codec id / param pair this build does not know.
+    #[error("unknown codec id {id} (param {param})")]
+    UnknownCodec { id: u8, param: u8 },
+}
+
+/// Why a file entry is refused ([`FormatError::BadFile`]).
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum BadFile {
+    /// The path bytes are not UTF-8.
+    #[error("path is not UTF-8")]
+    PathNotUtf8,
+    /// The path could escape or confuse the mount ([`validate_path`]).
+    #[error("{0}")]
+    Path(PathError),
+    /// Two entries have the same path.
+    #[error("duplicate path")]
+    DuplicatePath,
+    /// A path is also a parent directory of another entry ("a" and "a/b").
+    #[error("path is also the parent directory of {child:?}")]
+    FileIsDirectory { child: String },
+    /// A segment kind byte this reader does not know.
+    #[error("segment {segment}: unknown kind {kind}")]
+    UnknownSegmentKind { segment: u32, kind: u8 },
+    /// A segment's chunk size is 0 or above [`MAX_CHUNK_LEN`].
+    #[error("segment {segment}: chunk size {chunk_size} out of range")]
+    ChunkSize { segment: u32, chunk_size: u32 },
+    /// A segment lists a different number of chunks than its length needs.
+    #[error("segment {segment}: {count} chunks for {len} bytes of {chunk_size}-byte chunks")]
+    ChunkCount {
+        segment: u32,
+        count: u32,
+        len: u64,
+        chunk_size: u32,
+    },
+    /// A segment names a chunk id past the chunk table.
+    #[error("segment {segment}: chunk id {id} out of range")]
+    ChunkIdOutOfRange { segment: u32, id: u32 },
+    /// A chunk's decoded length does not fit its place in the segment.
+    #[error("segment {segment}: chunk {id} decodes to {decoded_len} bytes, {expected} expected")]
+    ChunkLen {
+        segment: u32,
+        id: u32,
+        decoded_len: u32,
+        expected: u64,
+    },
+    /// The segment lengths overflow a u64.
+    #[error("segment lengths overflow")]
+    SegmentsOverflow,
+    /// The segments cover a different number of bytes than the file's size.
+    #[error("segments cover {covered} bytes, file size is {size}")]
+    SizeMismatch { covered: u64, size: u64 },
+}
+
+/// Why a relative path is refused ([`validate_path`]).
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum PathError {
+    #[error("empty path")]
+    Empty,
+    #[error("path too long")]
+    TooLong,
+    #[error("path contains NUL")]
+    Nul,
+    #[error("absolute path")]
+    Absolute,
+    #[error("empty path component")]
+    EmptyComponent,
+    #[error("path component '.' or '..'")]
+    DotComponent,
+    #[error("path component longer than 255 bytes")]
+    ComponentTooLong,
 }
 
 /// Where the index is, as the footer says.
@@ -128,8 +226,40 @@ pub fn footer_bytes(f: &Footer) -> [u8; FOOTER_LEN] {
     b
 }
 
-/// Check the superblock (first 16 bytes).
-pub fn parse_superblock(b: &[u8]) -> Result<u16, FormatError> {
+/// Check the framing of a file of `file_len` bytes: its superblock (first 16 bytes) and footer
+/// (last 40), and that both name the same major version before either is compared with this
+/// build's (so a damaged version field reads as damage, not as a newer format). The superblock's
+/// minor is not checked: it is written before the writer knows what it will use, and the footer's
+/// is authoritative (docs/FORMAT.md).
+pub fn parse_frame(sb: &[u8], ft: &[u8], file_len: u64) -> Result<Footer, FormatError> {
+    if file_len < (SUPERBLOCK_LEN + FOOTER_LEN) as u64 {
+        return Err(FormatError::TooShort { len: file_len });
+    }
+    let mut r = Reader::new(sb);
+    let magic = r
+        .bytes(8, "superblock magic")
+        .map_err(|_| FormatError::BadMagic)?;
+    if magic != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let sb_major = r.u16("superblock version")?;
+    let mut r = Reader::new(ft.get(24..).unwrap_or_default());
+    let ft_major = r.u16("footer")?;
+    if ft.get(32..40) != Some(&FOOTER_MAGIC[..]) {
+        return Err(FormatError::BadFooter);
+    }
+    if sb_major != ft_major {
+        return Err(FormatError::VersionMismatch {
+            superblock: sb_major,
+            footer: ft_major,
+        });
+    }
+    parse_superblock(sb)?;
+    parse_footer(ft, file_len)
+}
+
+/// Check the superblock (first 16 bytes): magic and major version.
+pub fn parse_superblock(b: &[u8]) -> Result<(), FormatError> {
     let mut r = Reader::new(b);
     let magic = r
         .bytes(8, "superblock magic")
@@ -142,7 +272,7 @@ pub fn parse_superblock(b: &[u8]) -> Result<u16, FormatError> {
     if major != VERSION_MAJOR {
         return Err(FormatError::UnsupportedVersion { major, minor });
     }
-    Ok(minor)
+    Ok(())
 }
 
 /// Parse the footer (last 40 bytes) of a file of `file_len` bytes and check that the index it
@@ -299,7 +429,7 @@ impl Index {
         let mut chunks = Vec::with_capacity(n_chunks as usize);
         let mut prev_end = SUPERBLOCK_LEN as u64;
         for id in 0..n_chunks {
-            let bad = |reason: String| FormatError::BadChunk { id, reason };
+            let bad = |reason: BadChunk| FormatError::BadChunk { id, reason };
             let offset = r.u64("chunk offset")?;
             let stored_len = r.u32("chunk stored length")?;
             let decoded_len = r.u32("chunk decoded length")?;
@@ -310,28 +440,34 @@ impl Index {
             let decoded_hash = r.u64("chunk hash")?;
             let end = offset
                 .checked_add(u64::from(stored_len))
-                .ok_or_else(|| bad("offset overflows".into()))?;
+                .ok_or(bad(BadChunk::OffsetOverflow))?;
             if offset < prev_end {
-                return Err(bad(format!(
-                    "offset {offset} overlaps the previous chunk or the superblock"
-                )));
+                return Err(bad(BadChunk::Overlap { offset }));
             }
             if end > data_end {
-                return Err(bad(format!(
-                    "stored bytes {offset}..{end} run past the data area (ends at {data_end})"
-                )));
+                return Err(bad(BadChunk::PastDataArea {
+                    offset,
+                    end,
+                    data_end,
+                }));
             }
             if decoded_len > MAX_CHUNK_LEN || stored_len > MAX_CHUNK_LEN.saturating_mul(2) {
-                return Err(bad(format!(
-                    "length {decoded_len} exceeds the {MAX_CHUNK_LEN}-byte cap"
-                )));
+                return Err(bad(BadChunk::TooLong {
+                    decoded_len,
+                    stored_len,
+                }));
             }
             // A chunk flag could only mean a different way to decode; a reader that does not
             // know it must refuse rather than serve bytes decoded the old way.
             if flags != 0 {
-                return Err(bad(format!("unknown chunk flags {flags:#06x}")));
+                return Err(bad(BadChunk::UnknownFlags(flags)));
             }
-            crate::codec::Codec::from_id(codec_id, codec_param).map_err(|e| bad(e.to_string()))?;
+            crate::codec::Codec::from_id(codec_id, codec_param).map_err(|_| {
+                bad(BadChunk::UnknownCodec {
+                    id: codec_id,
+                    param: codec_param,
+                })
+            })?;
             prev_end = end;
             chunks.push(ChunkRecord {
                 offset,
@@ -353,17 +489,17 @@ impl Index {
             let path_len = r.u16("path length")? as usize;
             let raw = r.bytes(path_len, "path")?;
             let path = String::from_utf8_lossy(raw).into_owned();
-            let bad = |reason: String| FormatError::BadFile {
+            let bad = |reason: BadFile| FormatError::BadFile {
                 index,
                 path: path.clone(),
                 reason,
             };
             if std::str::from_utf8(raw).is_err() {
-                return Err(bad("path is not UTF-8".into()));
+                return Err(bad(BadFile::PathNotUtf8));
             }
-            validate_path(&path).map_err(|e| bad(e.into()))?;
+            validate_path(&path).map_err(|e| bad(BadFile::Path(e)))?;
             if !seen.insert(path.clone()) {
-                return Err(bad("duplicate path".into()));
+                return Err(bad(BadFile::DuplicatePath));
             }
             let mode = r.u32("mode")?;
             let size = r.u64("size")?;
@@ -384,21 +520,27 @@ impl Index {
                     1 => SegmentKind::StHeader,
                     2 => SegmentKind::Tensor,
                     3 => SegmentKind::GgufHeader,
-                    k => return Err(bad(format!("segment {s}: unknown kind {k}"))),
+                    kind => {
+                        return Err(bad(BadFile::UnknownSegmentKind { segment: s, kind }));
+                    }
                 };
                 let len = r.u64("segment length")?;
                 let chunk_size = r.u32("segment chunk size")?;
                 let n = r.u32("segment chunk count")?;
                 if chunk_size == 0 || chunk_size > MAX_CHUNK_LEN {
-                    return Err(bad(format!(
-                        "segment {s}: chunk size {chunk_size} out of range"
-                    )));
+                    return Err(bad(BadFile::ChunkSize {
+                        segment: s,
+                        chunk_size,
+                    }));
                 }
                 let expect = len.div_ceil(u64::from(chunk_size));
                 if u64::from(n) != expect {
-                    return Err(bad(format!(
-                        "segment {s}: {n} chunks for {len} bytes of {chunk_size}-byte chunks"
-                    )));
+                    return Err(bad(BadFile::ChunkCount {
+                        segment: s,
+                        count: n,
+                        len,
+                        chunk_size,
+                    }));
                 }
                 if n as usize > r.remaining() / 4 {
                     return Err(FormatError::Truncated("segment chunk list"));
@@ -408,19 +550,21 @@ impl Index {
                     let id = r.u32("chunk id")?;
                     let rec = chunks
                         .get(id as usize)
-                        .ok_or_else(|| bad(format!("segment {s}: chunk id {id} out of range")))?;
+                        .ok_or_else(|| bad(BadFile::ChunkIdOutOfRange { segment: s, id }))?;
                     let want = (len - k * u64::from(chunk_size)).min(u64::from(chunk_size));
                     if u64::from(rec.decoded_len) != want {
-                        return Err(bad(format!(
-                            "segment {s}: chunk {id} decodes to {} bytes, {want} expected",
-                            rec.decoded_len
-                        )));
+                        return Err(bad(BadFile::ChunkLen {
+                            segment: s,
+                            id,
+                            decoded_len: rec.decoded_len,
+                            expected: want,
+                        }));
                     }
                     ids.push(id);
                 }
                 total = total
                     .checked_add(len)
-                    .ok_or_else(|| bad("segment lengths overflow".into()))?;
+                    .ok_or_else(|| bad(BadFile::SegmentsOverflow))?;
                 segments.push(Segment {
                     kind,
                     len,
@@ -429,9 +573,10 @@ impl Index {
                 });
             }
             if total != size {
-                return Err(bad(format!(
-                    "segments cover {total} bytes, file size is {size}"
-                )));
+                return Err(bad(BadFile::SizeMismatch {
+                    covered: total,
+                    size,
+                }));
             }
             files.push(FileEntry {
                 path,
@@ -442,27 +587,32 @@ impl Index {
             });
         }
         // A path must not be both a file and a directory ("a" and "a/b").
+        let index_of: std::collections::HashMap<&str, u32> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.path.as_str(), i as u32))
+            .collect();
         for f in &files {
             let mut p = f.path.as_str();
             while let Some(i) = p.rfind('/') {
                 p = &p[..i];
-                if seen.contains(p) {
+                if let Some(&index) = index_of.get(p) {
                     return Err(FormatError::BadFile {
-                        index: 0,
-                        path: f.path.clone(),
-                        reason: format!("parent {p:?} is also a file"),
+                        index,
+                        path: p.to_owned(),
+                        reason: BadFile::FileIsDirectory {
+                            child: f.path.clone(),
+                        },
                     });
                 }
             }
         }
         let meta_len = r.u32("metadata length")? as usize;
         if meta_len > MAX_META_LEN {
-            return Err(FormatError::BadMeta(format!(
-                "{meta_len} bytes exceeds the cap"
-            )));
+            return Err(FormatError::MetaTooLarge { len: meta_len });
         }
         let meta = std::str::from_utf8(r.bytes(meta_len, "metadata")?)
-            .map_err(|_| FormatError::BadMeta("not UTF-8".into()))?
+            .map_err(|_| FormatError::MetaNotUtf8)?
             .to_owned();
         if r.remaining() != 0 {
             return Err(FormatError::TrailingBytes(r.remaining()));
@@ -477,27 +627,27 @@ impl Index {
 
 /// A relative path is safe when it names something strictly inside the mount: non-empty, no
 /// leading '/', no empty, "." or ".." component, no NUL, not too long.
-pub fn validate_path(p: &str) -> Result<(), &'static str> {
+pub fn validate_path(p: &str) -> Result<(), PathError> {
     if p.is_empty() {
-        return Err("empty path");
+        return Err(PathError::Empty);
     }
     if p.len() > MAX_PATH_LEN {
-        return Err("path too long");
+        return Err(PathError::TooLong);
     }
     if p.contains('\0') {
-        return Err("path contains NUL");
+        return Err(PathError::Nul);
     }
     if p.starts_with('/') {
-        return Err("absolute path");
+        return Err(PathError::Absolute);
     }
     for c in p.split('/') {
         match c {
-            "" => return Err("empty path component"),
-            "." | ".." => return Err("path component '.' or '..'"),
+            "" => return Err(PathError::EmptyComponent),
+            "." | ".." => return Err(PathError::DotComponent),
             _ => {}
         }
         if c.len() > 255 {
-            return Err("path component longer than 255 bytes");
+            return Err(PathError::ComponentTooLong);
         }
     }
     Ok(())

@@ -59,21 +59,9 @@ pub enum VfsError {
         offset: u64,
         source: Box<ArchiveError>,
     },
-    /// An archive could not be opened or listed at start-up.
-    #[error("{0}")]
-    Open(Box<ArchiveError>),
-    /// A directory given as a source could not be listed.
-    #[error("{path}: {msg}")]
-    Io { path: PathBuf, msg: String },
-    /// Two archives would get the same directory name, or a path is both a file and a directory.
-    #[error("name clash: {0}")]
-    NameClash(String),
     /// The requested extended attribute does not exist (archives store none).
     #[error("no such extended attribute")]
     NoXattr,
-    /// Nothing to mount (no archives given, or a folder without `.upg` files).
-    #[error("no archives to mount: {0}")]
-    NoArchives(String),
 }
 
 impl VfsError {
@@ -86,13 +74,30 @@ impl VfsError {
             VfsError::ReadOnly => libc::EROFS,
             VfsError::BadHandle(_) => libc::EBADF,
             VfsError::Read { .. } => libc::EIO,
-            VfsError::Open(_) => libc::EIO,
-            VfsError::Io { .. } => libc::EIO,
-            VfsError::NameClash(_) => libc::EEXIST,
             VfsError::NoXattr => libc::ENODATA,
-            VfsError::NoArchives(_) => libc::ENOENT,
         }
     }
+}
+
+/// Errors of building the filesystem at start-up (before any request; they reach the user's
+/// terminal, never the kernel, so they carry no errno).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// An archive could not be opened.
+    #[error(transparent)]
+    Open(ArchiveError),
+    /// A directory given as a source could not be listed.
+    #[error("{path}: {source}")]
+    ListDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Two archives would get the same directory name, or a path is both a file and a directory.
+    #[error("name clash: {0}")]
+    NameClash(String),
+    /// Nothing to mount (no archives given, or a folder without `.upg` files).
+    #[error("no archives to mount: {0}")]
+    NoArchives(String),
 }
 
 /// Extended attribute of the root directory that holds the daemon's status report (see
@@ -294,20 +299,20 @@ impl std::fmt::Debug for Vfs {
 /// Expand the command-line sources into `(directory name or None, archive path)`: one archive
 /// file alone goes to the root; a folder contributes each `*.upg` inside it (sorted); anything
 /// else gets one sub-directory per archive.
-pub fn expand_sources(sources: &[PathBuf]) -> Result<Vec<(Option<String>, PathBuf)>, VfsError> {
+pub fn expand_sources(sources: &[PathBuf]) -> Result<Vec<(Option<String>, PathBuf)>, SetupError> {
     let mut found = Vec::new();
     for s in sources {
         if s.is_dir() {
-            let rd = std::fs::read_dir(s).map_err(|e| VfsError::Io {
+            let rd = std::fs::read_dir(s).map_err(|source| SetupError::ListDir {
                 path: s.clone(),
-                msg: e.to_string(),
+                source,
             })?;
             let mut inside: Vec<PathBuf> = rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension() == Some(OsStr::new("upg")) && p.is_file())
                 .collect();
             if inside.is_empty() {
-                return Err(VfsError::NoArchives(format!(
+                return Err(SetupError::NoArchives(format!(
                     "{} contains no .upg files",
                     s.display()
                 )));
@@ -319,7 +324,7 @@ pub fn expand_sources(sources: &[PathBuf]) -> Result<Vec<(Option<String>, PathBu
         }
     }
     if found.is_empty() {
-        return Err(VfsError::NoArchives("no sources given".into()));
+        return Err(SetupError::NoArchives("no sources given".into()));
     }
     if found.len() == 1 && !found[0].0 {
         return Ok(vec![(None, found.remove(0).1)]);
@@ -328,6 +333,22 @@ pub fn expand_sources(sources: &[PathBuf]) -> Result<Vec<(Option<String>, PathBu
         .into_iter()
         .map(|(_, p)| (Some(archive_dir_name(&p)), p))
         .collect())
+}
+
+/// Open the archives [`expand_sources`] listed, sharing `cache_bytes` between them: the one place
+/// that opens a mount's sources, used by `upg-mount` and the tests alike.
+pub fn open_sources(
+    list: Vec<(Option<String>, PathBuf)>,
+    cache_bytes: usize,
+) -> Result<Vec<(Option<String>, Arc<Archive>)>, SetupError> {
+    let per = cache_bytes / list.len().max(1);
+    let mut archives = Vec::with_capacity(list.len());
+    for (name, path) in list {
+        let a = Archive::open_with(&path, OpenOptions { cache_bytes: per })
+            .map_err(SetupError::Open)?;
+        archives.push((name, Arc::new(a)));
+    }
+    Ok(archives)
 }
 
 /// Directory name for an archive: its file name without a trailing `.upg`.
@@ -343,16 +364,10 @@ pub fn archive_dir_name(p: &Path) -> String {
 }
 
 impl Vfs {
-    /// Open every source (see [`expand_sources`]) and build the tree.
-    pub fn open_sources(sources: &[PathBuf], opts: VfsOptions) -> Result<Vfs, VfsError> {
+    /// Open every source (see [`open_sources`]) and build the tree.
+    pub fn open_sources(sources: &[PathBuf], opts: VfsOptions) -> Result<Vfs, SetupError> {
         let list = expand_sources(sources)?;
-        let per = opts.cache_bytes / list.len().max(1);
-        let mut archives = Vec::with_capacity(list.len());
-        for (name, path) in list {
-            let a = Archive::open_with(&path, OpenOptions { cache_bytes: per })
-                .map_err(|e| VfsError::Open(Box::new(e)))?;
-            archives.push((name, Arc::new(a)));
-        }
+        let archives = open_sources(list, opts.cache_bytes)?;
         Vfs::from_archives(archives, opts)
     }
 
@@ -362,9 +377,9 @@ impl Vfs {
     pub fn from_archives(
         list: Vec<(Option<String>, Arc<Archive>)>,
         opts: VfsOptions,
-    ) -> Result<Vfs, VfsError> {
+    ) -> Result<Vfs, SetupError> {
         if list.is_empty() {
-            return Err(VfsError::NoArchives("no archives given".into()));
+            return Err(SetupError::NoArchives("no archives given".into()));
         }
         let root_mtime = list
             .iter()
@@ -391,12 +406,12 @@ impl Vfs {
             let prefix = match name {
                 Some(n) => {
                     if n.is_empty() || n.contains('/') || n == "." || n == ".." {
-                        return Err(VfsError::NameClash(format!(
+                        return Err(SetupError::NameClash(format!(
                             "invalid archive directory name {n:?}"
                         )));
                     }
                     if b.index.contains_key(&n) {
-                        return Err(VfsError::NameClash(format!(
+                        return Err(SetupError::NameClash(format!(
                             "two archives would both be mounted as {n}/"
                         )));
                     }
@@ -404,7 +419,7 @@ impl Vfs {
                     format!("{n}/")
                 }
                 None if several => {
-                    return Err(VfsError::NameClash(
+                    return Err(SetupError::NameClash(
                         "several archives need one sub-directory each".into(),
                     ));
                 }
@@ -886,11 +901,11 @@ struct TreeBuilder {
 
 impl TreeBuilder {
     /// The directory at `path`, created with its parents if missing.
-    fn dir(&mut self, path: &str, mtime: SystemTime) -> Result<u64, VfsError> {
+    fn dir(&mut self, path: &str, mtime: SystemTime) -> Result<u64, SetupError> {
         if let Some(&ino) = self.index.get(path) {
             return match self.nodes[(ino - 1) as usize].kind {
                 NodeKind::Dir { .. } => Ok(ino),
-                NodeKind::File { .. } => Err(VfsError::NameClash(format!(
+                NodeKind::File { .. } => Err(SetupError::NameClash(format!(
                     "{path} is both a file and a directory"
                 ))),
             };
@@ -914,9 +929,9 @@ impl TreeBuilder {
         )
     }
 
-    fn add(&mut self, parent: u64, path: &str, node: Node) -> Result<u64, VfsError> {
+    fn add(&mut self, parent: u64, path: &str, node: Node) -> Result<u64, SetupError> {
         if self.index.contains_key(path) {
-            return Err(VfsError::NameClash(format!("{path} appears twice")));
+            return Err(SetupError::NameClash(format!("{path} appears twice")));
         }
         let ino = self.nodes.len() as u64 + 1;
         self.nodes.push(node);
@@ -929,7 +944,7 @@ impl TreeBuilder {
         {
             Some(NodeKind::Dir { children }) => children.push((name, ino)),
             _ => {
-                return Err(VfsError::NameClash(format!(
+                return Err(SetupError::NameClash(format!(
                     "parent of {path} is not a directory"
                 )));
             }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use upg::archive::writer::{PackOptions, pack};
-use upg::archive::{Archive, OpenOptions};
+use upg::archive::{Archive, ArchiveError, OpenOptions};
 use upg::synth::{ModelShape, write_model};
-use upg::vfs::{Kind, ROOT_INO, Vfs, VfsError, VfsOptions};
+use upg::vfs::{Kind, ROOT_INO, SetupError, Vfs, VfsError, VfsOptions};
 
 /// A few hundred KiB: many 4 KiB chunks, fast to pack in a debug build.
 const SMALL: ModelShape = ModelShape {
@@ -234,13 +234,22 @@ fn several_archives_get_one_directory_each() {
         opts(1 << 20),
     )
     .unwrap_err();
-    assert!(matches!(e, VfsError::NameClash(_)), "{e}");
+    assert!(matches!(e, SetupError::NameClash(_)), "{e}");
     // A folder without archives, and a missing archive.
     let e = Vfs::open_sources(&[other.path().join("nothing")], opts(1 << 20)).unwrap_err();
-    assert!(matches!(e, VfsError::Open(_)), "{e}");
+    assert!(
+        matches!(
+            e,
+            SetupError::Open(ArchiveError::Io {
+                kind: std::io::ErrorKind::NotFound,
+                ..
+            })
+        ),
+        "{e}"
+    );
     let empty = tempfile::tempdir().unwrap();
     let e = Vfs::open_sources(&[empty.path().to_path_buf()], opts(1 << 20)).unwrap_err();
-    assert!(matches!(e, VfsError::NoArchives(_)), "{e}");
+    assert!(matches!(e, SetupError::NoArchives(_)), "{e}");
 }
 
 #[test]

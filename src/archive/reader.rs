@@ -84,12 +84,11 @@ impl Archive {
         storage
             .read_exact_at(&mut sb, 0)
             .map_err(|e| storage_err(&path, e))?;
-        format::parse_superblock(&sb).map_err(fmt_err)?;
         let mut fb = [0u8; format::FOOTER_LEN];
         storage
             .read_exact_at(&mut fb, len - format::FOOTER_LEN as u64)
             .map_err(|e| storage_err(&path, e))?;
-        let footer = format::parse_footer(&fb, len).map_err(fmt_err)?;
+        let footer = format::parse_frame(&sb, &fb, len).map_err(fmt_err)?;
         let ib = read_index(storage.as_ref(), &footer).map_err(|e| match e {
             IndexReadError::Storage(e) => storage_err(&path, e),
             IndexReadError::Format(e) => fmt_err(e),
@@ -178,7 +177,7 @@ impl Archive {
             .index
             .chunks
             .get(id as usize)
-            .ok_or_else(|| ArchiveError::NoSuchFile(format!("chunk {id}")))?;
+            .ok_or(ArchiveError::NoSuchChunk { chunk: id })?;
         STORED.with_borrow_mut(|stored| {
             // Reused per thread: a fresh 100-300 KiB buffer per chunk is above glibc's mmap
             // threshold, so each one would be mapped, page-faulted and zeroed, then unmapped.
@@ -250,7 +249,7 @@ impl Archive {
             .index
             .files
             .get(file)
-            .ok_or_else(|| ArchiveError::NoSuchFile(format!("#{file}")))?;
+            .ok_or(ArchiveError::NoSuchFile { file })?;
         let end = offset.saturating_add(len).min(f.size);
         let mut out = Vec::new();
         if offset >= end {
@@ -447,7 +446,7 @@ pub fn read_all(a: &Archive, file: usize) -> Result<Vec<u8>, ArchiveError> {
     let size = a
         .files()
         .get(file)
-        .ok_or_else(|| ArchiveError::NoSuchFile(format!("#{file}")))?
+        .ok_or(ArchiveError::NoSuchFile { file })?
         .size;
     let mut buf = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
     let n = a.read_at(file, 0, &mut buf)?;

@@ -334,7 +334,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<InputFile>) -> Result<(), PackEr
         };
         format::validate_path(&rel).map_err(|m| PackError::BadPath {
             path: path.clone(),
-            msg: m.into(),
+            msg: m.to_string(),
         })?;
         let lmeta = std::fs::symlink_metadata(&path).map_err(|e| io_err(&path, e))?;
         let meta = if lmeta.file_type().is_symlink() {

@@ -202,7 +202,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("upg: error: {e}");
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -221,7 +221,7 @@ fn init_tracing(v: u8) {
         .try_init();
 }
 
-fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
+fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
     match cmd {
         Cmd::Pack {
             input,
@@ -247,13 +247,9 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
                     preset,
                     overrides,
                 },
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
-                );
+                println!("{}", serde_json::to_string_pretty(&s)?);
             } else if !quiet {
                 cli::print_pack_summary(&s, &output, tensors);
             }
@@ -267,7 +263,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
             keep_going,
             preserve_special_bits,
         } => {
-            let a = Archive::open(&archive).map_err(|e| e.to_string())?;
+            let a = Archive::open(&archive)?;
             let only = if files.is_empty() {
                 None
             } else {
@@ -280,7 +276,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
                 keep_going,
                 preserve_special_bits,
             };
-            let r = verify::unpack(&a, &output, &opts).map_err(|e| e.to_string())?;
+            let r = verify::unpack(&a, &output, &opts)?;
             for p in &r.damaged {
                 let at = p
                     .offset
@@ -322,7 +318,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
             path,
             bytes,
         } => {
-            let a = Archive::open(&archive).map_err(|e| e.to_string())?;
+            let a = Archive::open(&archive)?;
             let sel = match &path {
                 Some(p) => verify::select_files(&a, std::slice::from_ref(p))?,
                 None => (0..a.files().len()).collect(),
@@ -340,7 +336,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
         }
         Cmd::Cat { archive, file } => {
             use std::io::Write;
-            let a = Archive::open(&archive).map_err(|e| e.to_string())?;
+            let a = Archive::open(&archive)?;
             let fi = a.file_index(file.trim_start_matches('/')).ok_or_else(|| {
                 format!("{file:?} is not in the archive (`upg ls ARCHIVE` lists its files)")
             })?;
@@ -352,13 +348,15 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
                         .offset
                         .map(|o| format!(" at offset {o}"))
                         .unwrap_or_default();
-                    format!("{file}{at}: {}", p.message)
+                    cli::CliError::Read(format!("{file}{at}: {}", p.message))
                 },
             )?;
-            w.flush().map_err(|e| e.to_string())?;
+            w.flush()?;
             Ok(0)
         }
-        Cmd::Mount { .. } => Err("mount is dispatched before this point".into()),
+        Cmd::Mount { .. } => Err(cli::CliError::Usage(
+            "mount is dispatched before this point".into(),
+        )),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "upg", &mut std::io::stdout());
@@ -366,9 +364,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
         }
         Cmd::Man => {
             use clap::CommandFactory;
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .map_err(|e| e.to_string())?;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(0)
         }
         Cmd::Inspect {
@@ -376,12 +372,9 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
             json,
             tensors,
         } => {
-            let c = cli::inspect::catalog(&path).map_err(|e| e.to_string())?;
+            let c = cli::inspect::catalog(&path)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&c).map_err(|e| e.to_string())?
-                );
+                println!("{}", serde_json::to_string_pretty(&c)?);
             } else {
                 cli::inspect::print(&c, tensors);
             }
@@ -405,17 +398,14 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
                     );
                     return Ok(1);
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             };
             if let Some(root) = &against {
                 check_against(root, &a)?;
             }
             let r = verify::verify_with(&a, against.as_deref(), !json && !quiet);
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
-                );
+                println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 for p in &r.problems {
                     let at = match (p.offset, p.length) {
@@ -466,8 +456,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
             runs,
             json,
         } => {
-            let a = Archive::open_with(&archive, OpenOptions { cache_bytes: 0 })
-                .map_err(|e| e.to_string())?;
+            let a = Archive::open_with(&archive, OpenOptions { cache_bytes: 0 })?;
             let threads = if threads.is_empty() {
                 let n = std::thread::available_parallelism().map_or(1, |n| n.get());
                 std::iter::successors(Some(1usize), |t| (t * 2 <= n).then_some(t * 2))
@@ -478,10 +467,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, String> {
             };
             let rows = cli::bench::bench(&a, &threads, runs)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
-                );
+                println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 let bytes: u64 = a.files().iter().map(|f| f.size).sum();
                 println!(

@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::daemon_log::DaemonLog;
-use crate::archive::{Archive, OpenOptions};
+use crate::archive::Archive;
 use crate::fuse::{self, Access, MountConfig};
-use crate::vfs::{self, Vfs, VfsError, VfsOptions};
+use crate::vfs::{self, SetupError, Vfs, VfsOptions};
 
 /// Errors of `upg-mount` before and while mounting.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +44,8 @@ pub enum MountError {
     #[error("--cache-size: {0}")]
     CacheSize(String),
     /// An archive (or source folder) could not be opened or laid out.
-    #[error("{0}")]
-    Vfs(Box<VfsError>),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// The kernel mount failed.
     #[error("mounting on {path}: {msg}")]
     Mount { path: PathBuf, msg: String },
@@ -450,16 +450,10 @@ fn run_inner(mut args: MountArgs) -> Result<(), MountError> {
     }
     check_mountpoint(&args.mountpoint)?;
     // Open every archive now, before forking, so errors reach the terminal directly.
-    let list = vfs::expand_sources(&args.sources).map_err(|e| MountError::Vfs(Box::new(e)))?;
+    let list = vfs::expand_sources(&args.sources)?;
     let cache = explicit.unwrap_or_else(|| default_cache_size(list.len()));
     let cache = usize::try_from(cache).unwrap_or(usize::MAX);
-    let per = cache / list.len().max(1);
-    let mut archives = Vec::with_capacity(list.len());
-    for (name, path) in list {
-        let a = Archive::open_with(&path, OpenOptions { cache_bytes: per })
-            .map_err(|e| MountError::Vfs(Box::new(VfsError::Open(Box::new(e)))))?;
-        archives.push((name, Arc::new(a)));
-    }
+    let archives = vfs::open_sources(list, cache)?;
     let fsname = format!(
         "upg:{}",
         args.sources
@@ -793,7 +787,7 @@ fn serve_logged(
         Ok(v) => Arc::new(v),
         Err(e) => {
             report(ready, &format!("{e}\n"));
-            return Err(MountError::Vfs(Box::new(e)));
+            return Err(MountError::Setup(e));
         }
     };
     let mp_abs = std::fs::canonicalize(&args.mountpoint)
