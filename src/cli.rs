@@ -189,6 +189,23 @@ pub fn print_pack_summary(
     if let Some(t) = &s.lossy_total {
         print_quality(&s.lossy, t, all_tensors);
     }
+    if let Some(b) = &s.bits_budget {
+        let off = b.achieved - b.target;
+        println!(
+            "  --bits {}: archive {} bytes x 8 / {} weights = {:.4} bits/weight ({:+.4}; predicted {:.4}){}",
+            b.target,
+            s.bytes_out,
+            b.weights,
+            b.achieved,
+            off,
+            b.predicted,
+            if off.abs() <= 0.05 {
+                ""
+            } else {
+                "  OFF BY MORE THAN 0.05"
+            }
+        );
+    }
     let gib = s.bytes_in as f64 / (1u64 << 30) as f64;
     println!(
         "  {:.2} s, {:.3} GiB/s with {} threads",

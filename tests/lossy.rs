@@ -154,6 +154,10 @@ fn overrides_keep_and_bad_presets() {
         vec!["--preset", "q7"],
         vec!["--preset", "q4", "--override", "noequals"],
         vec!["--override", "x=q4"],
+        vec!["--bits", "0"],
+        vec!["--bits", "nan"],
+        vec!["--bits", "4", "--preset", "q4"],
+        vec!["--bits", "4", "--override", "layer.w=q8"],
     ] {
         let o = Command::new(upg)
             .args([
@@ -168,6 +172,118 @@ fn overrides_keep_and_bad_presets() {
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
         assert!(!tmp.path().join("bad.upg").exists());
+    }
+}
+
+/// RMSNorm weights as trained models have them: around 1.
+fn norm(rng: &mut Rng, name: &str, n: usize) -> common::Tensor {
+    let bytes = (0..n)
+        .flat_map(|_| {
+            let v = 0.8 + (rng.next_u64() % 1000) as f32 / 2500.0;
+            half::bf16::from_f32(v).to_le_bytes()
+        })
+        .collect();
+    (name.to_string(), Dtype::BF16, vec![n], bytes)
+}
+
+/// A small Llama-shaped model (names as in Hugging Face's Llama, so `--bits` finds the norms).
+fn llama_like(root: &std::path::Path) -> std::path::PathBuf {
+    let mut rng = Rng::new(12);
+    let mut ts = vec![
+        tensor(
+            &mut rng,
+            "model.embed_tokens.weight",
+            Dtype::BF16,
+            vec![1024, 256],
+        ),
+        tensor(&mut rng, "lm_head.weight", Dtype::BF16, vec![1024, 256]),
+        norm(&mut rng, "model.norm.weight", 256),
+    ];
+    for l in 0..2 {
+        let p = format!("model.layers.{l}");
+        for (n, shape) in [
+            ("self_attn.q_proj.weight", vec![256, 256]),
+            ("self_attn.k_proj.weight", vec![256, 256]),
+            ("self_attn.v_proj.weight", vec![256, 256]),
+            ("self_attn.o_proj.weight", vec![256, 256]),
+            ("mlp.gate_proj.weight", vec![768, 256]),
+            ("mlp.up_proj.weight", vec![768, 256]),
+            ("mlp.down_proj.weight", vec![256, 768]),
+        ] {
+            ts.push(tensor(&mut rng, &format!("{p}.{n}"), Dtype::BF16, shape));
+        }
+        ts.push(norm(&mut rng, &format!("{p}.input_layernorm.weight"), 256));
+        ts.push(norm(
+            &mut rng,
+            &format!("{p}.post_attention_layernorm.weight"),
+            256,
+        ));
+    }
+    model_dir(root, &ts)
+}
+
+#[test]
+fn bits_budget_is_met() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = llama_like(tmp.path());
+    let orig_file = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let layout = Layout::parse(&orig_file).unwrap();
+    let mut last_snr = 0.0;
+    for bits in [2.5, 3.0, 4.25, 6.0] {
+        let out = tmp.path().join(format!("b{bits}.upg"));
+        let s = pack(
+            &dir,
+            &out,
+            &PackOptions {
+                preset: Some(Preset::Q4),
+                bits: Some(bits),
+                force: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let b = s.bits_budget.clone().expect("budget reported");
+        let file_bits = std::fs::metadata(&out).unwrap().len() as f64 * 8.0 / b.weights as f64;
+        assert_eq!(b.weights, s.params);
+        assert!(
+            (b.achieved - file_bits).abs() < 1e-9,
+            "{b:?} vs {file_bits}"
+        );
+        assert!((b.achieved - bits).abs() <= 0.05, "--bits {bits}: {b:?}");
+        // every 2-D tensor quantized, error statistics stored, quality rising with the budget
+        assert_eq!(s.lossy.len(), 16);
+        let t = s.lossy_total.clone().unwrap();
+        assert!(
+            t.snr_db > last_snr,
+            "--bits {bits}: SNR {} after {last_snr}",
+            t.snr_db
+        );
+        last_snr = t.snr_db;
+        let a = Archive::open(&out).unwrap();
+        assert_eq!(
+            a.meta()["preset"].as_str(),
+            Some(format!("bits {bits}").as_str())
+        );
+        let got = read_all(&a, a.file_index("model.safetensors").unwrap()).unwrap();
+        assert_eq!(got.len(), orig_file.len());
+        // header and norms byte-identical; quantized tensors close (their SNR)
+        assert_eq!(
+            got[..layout.data_start as usize],
+            orig_file[..layout.data_start as usize]
+        );
+        for ti in &layout.tensors {
+            let r = (layout.data_start + ti.start) as usize..(layout.data_start + ti.end) as usize;
+            if ti.shape.len() == 1 {
+                assert_eq!(got[r.clone()], orig_file[r], "{}", ti.name);
+            } else {
+                let snr = snr_db(&bf16s(&orig_file[r.clone()]), &bf16s(&got[r]));
+                assert!(
+                    snr > 6.0 * bits - 14.0,
+                    "--bits {bits}: {} at {snr:.1} dB",
+                    ti.name
+                );
+            }
+        }
     }
 }
 

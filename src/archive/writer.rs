@@ -41,6 +41,7 @@ use crate::codec::quant::{Preset, QuantStats, TensorPlan};
 use crate::format::{self, ChunkRecord, FileEntry, Footer, Index, Segment, SegmentKind};
 use crate::{gguf, st};
 
+mod budget;
 mod hash;
 
 /// Default decoded chunk size. 256 KiB: a 4 KiB random read decodes at most this much (about
@@ -140,6 +141,10 @@ pub struct PackOptions {
     /// Per-tensor overrides, first match wins: (glob pattern on the tensor name, preset or None
     /// for lossless). Applied before the default selection rule.
     pub overrides: Vec<(String, Option<Preset>)>,
+    /// `--bits B`: the archive's bytes x 8 / the model's weights should be B. The tensors the
+    /// preset selects are then quantized with steps from one model-wide allocation
+    /// (`budget.rs`) instead of the preset's own rate; `preset` still selects them.
+    pub bits: Option<f64>,
 }
 
 impl Default for PackOptions {
@@ -151,6 +156,7 @@ impl Default for PackOptions {
             progress: false,
             preset: None,
             overrides: Vec::new(),
+            bits: None,
         }
     }
 }
@@ -262,6 +268,17 @@ pub struct PackSummary {
     pub lossy_total: Option<TensorQuality>,
     /// Tensors a preset pattern matched but that stayed lossless, with the reason.
     pub notices: Vec<String>,
+    /// `--bits`: the budget, the size predicted before packing, and the archive's real
+    /// bytes x 8 / weights.
+    pub bits_budget: Option<BitsBudget>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct BitsBudget {
+    pub target: f64,
+    pub predicted: f64,
+    pub achieved: f64,
+    pub weights: u64,
 }
 
 /// One regular file to store.
@@ -803,13 +820,19 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     // from the whole tensor before any chunk is coded: computed here for each lossy file (its
     // tensors in parallel) from a read-only map that is dropped again at once; the plans
     // themselves are a few hundred bytes per tensor.
+    let mut budget = match opts.bits {
+        Some(b) => Some(budget::plan(&inputs, &plans, b, &pool)?),
+        None => None,
+    };
     let mut jobs: Vec<Job> = Vec::new();
     // Global index of each file's first job; `file_jobs[k + 1] - file_jobs[k]` jobs per file.
     let mut file_jobs: Vec<usize> = Vec::with_capacity(inputs.len().saturating_add(1));
     for (fi, (f, plan)) in inputs.iter().zip(&plans).enumerate() {
         file_jobs.push(jobs.len());
         let lossy_file = plan.iter().any(|p| p.preset.is_some());
-        let tplans: Vec<Option<Arc<TensorPlan>>> = if lossy_file {
+        let tplans: Vec<Option<Arc<TensorPlan>>> = if let Some(b) = budget.as_mut() {
+            std::mem::take(&mut b.plans[fi])
+        } else if lossy_file {
             let (src, _) = crate::storage::open_regular(&f.abs).map_err(|e| io_err(&f.abs, e))?;
             // SAFETY: read-only map of an input file that pack does not modify.
             let map = unsafe { memmap2::Mmap::map(&src) }.map_err(|e| io_err(&f.abs, e))?;
@@ -1142,7 +1165,10 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     let meta = serde_json::json!({
         "tool": format!("upg {}", env!("CARGO_PKG_VERSION")),
         "chunk_size": cs,
-        "preset": opts.preset.map_or_else(|| "lossless".to_string(), |p| p.to_string()),
+        "preset": match (opts.bits, opts.preset) {
+            (Some(b), _) => format!("bits {b}"),
+            (None, p) => p.map_or_else(|| "lossless".to_string(), |p| p.to_string()),
+        },
         "overrides": opts.overrides.iter().map(|(p, c)| format!("{p}={}", c.map_or_else(|| "lossless".into(), |c| c.to_string()))).collect::<Vec<_>>(),
         "lossy": summary.lossy,
         "lossy_total": summary.lossy_total,
@@ -1183,6 +1209,14 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     guard.done = true;
     summary.bytes_in = total_in;
     summary.bytes_out = pos + ib.len() as u64 + format::FOOTER_LEN as u64;
+    if let (Some(b), Some(target)) = (&budget, opts.bits) {
+        summary.bits_budget = Some(BitsBudget {
+            target,
+            predicted: b.predicted_bits,
+            achieved: summary.bytes_out as f64 * 8.0 / b.weights.max(1) as f64,
+            weights: b.weights,
+        });
+    }
     summary.seconds = t0.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -59,6 +59,12 @@ enum Cmd {
         /// printed and stored in the archive.
         #[arg(long, value_name = "PRESET")]
         preset: Option<String>,
+        /// Lossy with a size budget: the archive file's bytes x 8 / the model's weights = BITS
+        /// (e.g. 4.25, the figure GGUF files are compared by), met within ~0.05. The same
+        /// tensors as a preset are quantized, each with a step from one model-wide,
+        /// calibration-free allocation (docs/QUANT.md); the pack prints the figure reached.
+        #[arg(long, value_name = "BITS", conflicts_with = "preset")]
+        bits: Option<f64>,
         /// Per-tensor override, PATTERN=PRESET (glob on the tensor name, `*` and `?`), first
         /// match wins; PRESET may be `lossless`. Repeatable, e.g. --override '*embed_tokens*=q8'.
         #[arg(long = "override", value_name = "PATTERN=PRESET")]
@@ -231,11 +237,28 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             force,
             json,
             preset,
+            bits,
             overrides,
             keep,
             tensors,
         } => {
-            let (preset, overrides) = lossy_options(preset.as_deref(), &overrides, &keep)?;
+            let (mut preset, overrides) = lossy_options(preset.as_deref(), &overrides, &keep)?;
+            if let Some(b) = bits {
+                if !(b.is_finite() && b > 0.0 && b < 16.0) {
+                    return Err(format!(
+                        "--bits {b}: expected a number of bits per weight between 0 and 16"
+                    )
+                    .into());
+                }
+                if let Some((p, _)) = overrides.iter().find(|(_, c)| c.is_some()) {
+                    return Err(format!(
+                        "--override {p:?} gives a preset, but --bits allocates every quantized tensor's rate itself: only --keep (or =lossless) combines with --bits"
+                    )
+                    .into());
+                }
+                // selects the tensors exactly as a preset would; their steps come from the budget
+                preset = Some(Preset::Q4);
+            }
             let s = pack(
                 &input,
                 &output,
@@ -246,6 +269,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                     progress: !json && !quiet,
                     preset,
                     overrides,
+                    bits,
                 },
             )?;
             if json {

@@ -411,6 +411,35 @@ impl TensorPlan {
         Ok(plan)
     }
 
+    /// A linear-mode plan with a step chosen elsewhere (`upg pack --bits`: `alloc` spreads one
+    /// budget over the model's tensors). `preset` only labels the stream and the summary; it must
+    /// be a q-preset.
+    pub fn with_step(preset: Preset, kind: FloatKind, step: f64) -> Result<Self, CodecError> {
+        if preset == Preset::PrimeSparse || !(step.is_finite() && step > 0.0) {
+            return Err(CodecError::Unsupported(format!(
+                "a {preset} plan with step {step} (needs a q-preset and a finite step > 0)"
+            )));
+        }
+        Ok(TensorPlan {
+            preset,
+            kind,
+            step,
+            prune_below: 0.0,
+            codebook: Vec::new(),
+            cb_index: [ESC; 256],
+        })
+    }
+
+    /// The q-preset whose target rate is nearest to `bits` (a label for `--bits` plans).
+    pub fn nearest_preset(bits: f64) -> Preset {
+        Preset::ALL
+            .iter()
+            .copied()
+            .filter_map(|p| p.target_bits().map(|t| (p, (t - bits).abs())))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(Preset::Q4, |(p, _)| p)
+    }
+
     pub fn preset(&self) -> Preset {
         self.preset
     }
@@ -853,6 +882,8 @@ fn expand<const W: usize>(
     }
     Ok(())
 }
+
+pub mod alloc;
 
 #[cfg(test)]
 mod tests;

@@ -443,3 +443,48 @@ fn step_search_sees_every_column() {
         );
     }
 }
+
+/// `--bits` plans (`TensorPlan::with_step`): every weight within step/2 (+ output rounding) of
+/// the original, through the real decoder; bad steps and prime-sparse refused.
+#[test]
+fn with_step_round_trips_within_half_a_step() {
+    for kind in KINDS {
+        let xs = gaussian(50_000, 7, 0.03);
+        let bytes = to_bytes(kind, &xs);
+        let orig = values(kind, &bytes);
+        for step in [1e-4, 3.7e-3, 0.02, 0.5] {
+            let plan = TensorPlan::with_step(Preset::Q4, kind, step).unwrap();
+            assert_eq!(plan.step(), step);
+            let (streams, st) = encode_tensor(&plan, &bytes, 1 << 16).unwrap();
+            let mut got = Vec::new();
+            for (s, c) in streams
+                .iter()
+                .zip(bytes.chunks((1 << 16) / kind.elem_size() * kind.elem_size()))
+            {
+                let mut out = vec![0u8; c.len()];
+                decode(kind, s, &mut out).unwrap();
+                got.extend(values(kind, &out));
+            }
+            let mut max = 0f64;
+            for (x, y) in orig.iter().zip(&got) {
+                let e = (x - y).abs();
+                assert!(
+                    e <= step / 2.0 + half_ulp(kind, *y) + 1e-15,
+                    "{kind:?} {step}: {x} -> {y}"
+                );
+                max = max.max(e);
+            }
+            assert_eq!(
+                max, st.max_abs_err,
+                "{kind:?} {step}: stats are the decoder's"
+            );
+        }
+    }
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(TensorPlan::with_step(Preset::Q4, FloatKind::Bf16, bad).is_err());
+    }
+    assert!(TensorPlan::with_step(Preset::PrimeSparse, FloatKind::Bf16, 0.1).is_err());
+    assert_eq!(TensorPlan::nearest_preset(4.2), Preset::Q4);
+    assert_eq!(TensorPlan::nearest_preset(9.0), Preset::Q8);
+    assert_eq!(TensorPlan::nearest_preset(0.5), Preset::Q3);
+}
