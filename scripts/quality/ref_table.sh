@@ -13,6 +13,7 @@
 #   LLAMA_BIN + CONVERT_DIR   to make them here (scripts/gguf/build-llama.sh's bin/ and src/)
 #   TYPES        GGUF types (default "Q8_0 Q6_K Q5_K_M Q4_K_M Q3_K_M Q2_K Q5_0 Q4_0")
 #   TOKENS       override the token count (0 = whole text)
+#   NO_GGUF=1    upg candidates only (e.g. new --bits points next to a table already made)
 # Every candidate is an HF directory: upg archives are `upg unpack`ed (what the mount serves), GGUF files
 # are dequantized back to the original layout by gguf_to_hf.py (checked on the F16 GGUF, which must
 # give KL ~ 0). Bits/weight = file bytes x 8 / weights of the model, for the .upg and the .gguf alike.
@@ -54,12 +55,15 @@ upg_cand() { # label pack-args...
 for p in $PRESETS; do upg_cand "upg-$p" --preset "$p"; done
 for b in $BITS; do upg_cand "upg-bits$b" --bits "$b"; done
 
-if [ -z "${GGUF_DIR:-}" ]; then
+
+if [ -n "${NO_GGUF:-}" ]; then :
+elif [ -z "${GGUF_DIR:-}" ]; then
   GGUF_DIR="$WORK/gguf"
   TYPES="$TYPES" bash "$HERE/../gguf/make-gguf-set.sh" "$MODEL" "${CONVERT_DIR:?set GGUF_DIR or CONVERT_DIR}" \
     "${LLAMA_BIN:?set GGUF_DIR or LLAMA_BIN}" "$GGUF_DIR" > "$WORK/make-gguf.txt"
 fi
-for t in F16 $TYPES; do
+gtypes="F16 $TYPES"; [ -z "${NO_GGUF:-}" ] || gtypes=""
+for t in $gtypes; do
   g="$GGUF_DIR/$NAME-$t.gguf"
   [ -f "$g" ] || { echo "missing $g" >&2; exit 1; }
   fam=gguf-k; case $t in F16) fam=gguf-f16 ;; Q4_0|Q4_1|Q5_0|Q5_1|Q8_0) fam=gguf-legacy ;; esac
