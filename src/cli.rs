@@ -6,6 +6,7 @@ pub mod daemon_log;
 pub mod demo;
 pub mod inspect;
 pub mod mount;
+pub mod remote;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -43,6 +44,9 @@ pub enum CliError {
     /// Arguments that parse but do not make sense together, or a name not in the archive.
     #[error("{0}")]
     Usage(String),
+    /// A remote archive (s3://, http(s)://) could not be reached, read or uploaded.
+    #[error("{0}")]
+    Remote(String),
 }
 
 impl CliError {
@@ -57,7 +61,8 @@ impl CliError {
             | CliError::Io(_)
             | CliError::Json(_)
             | CliError::Read(_)
-            | CliError::Usage(_) => 2,
+            | CliError::Usage(_)
+            | CliError::Remote(_) => 2,
         }
     }
 }

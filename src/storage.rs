@@ -1,5 +1,5 @@
 //! Positioned reads over any byte source: the one seam between the archive reader and where the
-//! archive's bytes live (a local file, memory; remote objects implement the same trait).
+//! archive's bytes live: a local file, memory, an S3 object or an HTTP URL ([`remote`]).
 //!
 //! The trait is deliberately tiny and object-safe ([`Storage`]: a fixed length, an exact
 //! positioned read, a description for messages), so the reader's guarantees — chunk hashes checked
@@ -13,6 +13,9 @@
 //! [`FileStorage::open`] opens with `O_NONBLOCK` and checks the file type with `fstat` *before*
 //! anything can block: `open(2)` of a FIFO without `O_NONBLOCK` waits forever for a writer, and a
 //! device may block or have side effects on read. Only regular files are accepted.
+
+pub mod aws_config;
+pub mod remote;
 
 use std::fs::File;
 use std::io;
@@ -67,6 +70,25 @@ pub trait Storage: Send + Sync {
 
     /// Where the bytes come from, for messages: a path or a URL.
     fn describe(&self) -> String;
+
+    /// Largest single read worth issuing when several adjacent chunks are wanted at once
+    /// (read-ahead); 0: do not merge. Local files answer 0: the kernel's page cache and
+    /// readahead already merge, and one read per chunk keeps decoding parallel. Remote objects
+    /// answer their range-request size: one request per chunk would pay a round trip each.
+    fn coalesce_limit(&self) -> usize {
+        0
+    }
+
+    /// One line of counters for status reports (requests, bytes, retries), if the backend keeps
+    /// any.
+    fn stats_line(&self) -> Option<String> {
+        None
+    }
+
+    /// When the source was last modified, if known (a mount shows it as the files' mtime).
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        None
+    }
 }
 
 /// Check that `[offset, offset + n)` lies inside a source of `len` bytes.
@@ -112,6 +134,65 @@ pub fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
     Ok((file, meta))
 }
 
+/// Where an archive named on a command line lives: a local path or a remote URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+    Remote(remote::RemoteUrl),
+}
+
+impl Location {
+    /// `s3://...`, `http://...` and `https://...` are URLs; anything else is a local path.
+    pub fn parse(s: &std::ffi::OsStr) -> Result<Location, StorageError> {
+        match s.to_str().and_then(remote::RemoteUrl::parse) {
+            Some(u) => u.map(Location::Remote),
+            None => Ok(Location::Local(PathBuf::from(s))),
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Location::Remote(_))
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::Remote(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// Open the one archive a location names (an S3 prefix is an error here: see
+/// [`remote::Remote::list_archives`]).
+pub fn open_location(
+    loc: &Location,
+    opts: &remote::RemoteOptions,
+) -> Result<std::sync::Arc<dyn Storage>, StorageError> {
+    match loc {
+        Location::Local(p) => {
+            Ok(std::sync::Arc::new(FileStorage::open(p).map_err(|e| {
+                StorageError::new(e.kind, format!("{}: {}", p.display(), e.msg))
+            })?))
+        }
+        Location::Remote(u) if u.is_prefix() => Err(StorageError::new(
+            io::ErrorKind::InvalidInput,
+            format!("{u}: names a prefix (a folder of archives), not one archive"),
+        )),
+        Location::Remote(u) => {
+            let r = remote::Remote::connect(u, opts)?;
+            let key = match u {
+                remote::RemoteUrl::S3 { key, .. } => key.clone(),
+                remote::RemoteUrl::Http { url } => {
+                    url.rsplit('/').next().unwrap_or_default().to_string()
+                }
+            };
+            Ok(std::sync::Arc::new(r.open(&key)?))
+        }
+    }
+}
+
 /// A local regular file, read with `pread` (no memory map: a file truncated underneath a
 /// long-running mount gives an I/O error for one read, not SIGBUS).
 #[derive(Debug)]
@@ -119,6 +200,7 @@ pub struct FileStorage {
     path: PathBuf,
     file: File,
     len: u64,
+    modified: Option<std::time::SystemTime>,
 }
 
 impl FileStorage {
@@ -132,6 +214,7 @@ impl FileStorage {
             path,
             file,
             len: meta.len(),
+            modified: meta.modified().ok(),
         })
     }
 
@@ -153,6 +236,10 @@ impl Storage for FileStorage {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        self.modified
     }
 }
 

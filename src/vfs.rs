@@ -338,17 +338,28 @@ pub fn expand_sources(sources: &[PathBuf]) -> Result<Vec<(Option<String>, PathBu
 /// Open the archives [`expand_sources`] listed, sharing `cache_bytes` between them: the one place
 /// that opens a mount's sources, used by `upg-mount` and the tests alike.
 pub fn open_sources(
-    list: Vec<(Option<String>, PathBuf)>,
+    list: Vec<(Option<String>, Source)>,
     cache_bytes: usize,
 ) -> Result<Vec<(Option<String>, Arc<Archive>)>, SetupError> {
     let per = cache_bytes / list.len().max(1);
     let mut archives = Vec::with_capacity(list.len());
-    for (name, path) in list {
-        let a = Archive::open_with(&path, OpenOptions { cache_bytes: per })
-            .map_err(SetupError::Open)?;
+    for (name, src) in list {
+        let opts = OpenOptions { cache_bytes: per };
+        let a = match src {
+            Source::Path(path) => Archive::open_with(&path, opts),
+            Source::Storage(st) => Archive::open_storage(st, opts),
+        }
+        .map_err(SetupError::Open)?;
         archives.push((name, Arc::new(a)));
     }
     Ok(archives)
+}
+
+/// Where one archive of a mount comes from: a local path, or an already opened storage (a
+/// remote object, see `cli::remote::expand_mount_sources`).
+pub enum Source {
+    Path(PathBuf),
+    Storage(Arc<dyn crate::storage::Storage>),
 }
 
 /// Directory name for an archive: its file name without a trailing `.upg`.
@@ -366,7 +377,10 @@ pub fn archive_dir_name(p: &Path) -> String {
 impl Vfs {
     /// Open every source (see [`open_sources`]) and build the tree.
     pub fn open_sources(sources: &[PathBuf], opts: VfsOptions) -> Result<Vfs, SetupError> {
-        let list = expand_sources(sources)?;
+        let list = expand_sources(sources)?
+            .into_iter()
+            .map(|(n, p)| (n, Source::Path(p)))
+            .collect();
         let archives = open_sources(list, opts.cache_bytes)?;
         Vfs::from_archives(archives, opts)
     }
@@ -383,7 +397,7 @@ impl Vfs {
         }
         let root_mtime = list
             .iter()
-            .filter_map(|(_, a)| mtime_of(a.path()))
+            .filter_map(|(_, a)| a.storage().modified())
             .max()
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut b = TreeBuilder {
@@ -402,7 +416,7 @@ impl Vfs {
         let mut stored_bytes = 0u64;
         let several = list.len() > 1;
         for (ai, (name, a)) in list.into_iter().enumerate() {
-            let mtime = mtime_of(a.path()).unwrap_or(root_mtime);
+            let mtime = a.storage().modified().unwrap_or(root_mtime);
             let prefix = match name {
                 Some(n) => {
                     if n.is_empty() || n.contains('/') || n == "." || n == ".." {
@@ -625,6 +639,9 @@ impl Vfs {
         let mut s = String::new();
         for m in &self.archives {
             s.push_str(&format!("archive: {}\n", m.archive.path().display()));
+            if let Some(line) = m.archive.storage().stats_line() {
+                s.push_str(&format!("remote: {line}\n"));
+            }
         }
         s.push_str(&format!("reads: {}\n", st.reads));
         s.push_str(&format!("EIO answers: {}\n", st.eio));
@@ -775,6 +792,30 @@ impl Vfs {
         let Ok(spans) = a.spans(file, from, to.saturating_sub(from)) else {
             return;
         };
+        let limit = a.storage().coalesce_limit();
+        if limit > 0 {
+            // Remote storage: one range request per run of adjacent chunks (a round trip per
+            // chunk would cap a stream at chunk size / RTT).
+            let mut ids: Vec<u32> = spans
+                .iter()
+                .map(|s| s.chunk)
+                .filter(|&c| !a.cache().contains(c))
+                .collect();
+            ids.dedup();
+            for run in a.stored_runs(&ids, limit) {
+                if self.inflight.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH_INFLIGHT {
+                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
+                let (a, inflight) = (a.clone(), self.inflight.clone());
+                pool.spawn(move || {
+                    // Errors are not cached: the reader's own request fetches again and reports.
+                    let _ = a.fetch_run(&run);
+                    inflight.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+            return;
+        }
         for s in spans {
             if a.cache().contains(s.chunk) {
                 continue;
@@ -879,10 +920,6 @@ impl Vfs {
     pub fn archives(&self) -> Vec<Arc<Archive>> {
         self.archives.iter().map(|m| m.archive.clone()).collect()
     }
-}
-
-fn mtime_of(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
 /// Split "a/b/c" into (Some("a/b"), "c").

@@ -517,7 +517,10 @@ fn messages_name_the_real_problem() {
     let h = stdout(&upg(&["bench", "--help"]));
     assert!(h.contains("Decodes of the whole archive"), "{h}");
     let h = stdout(&upg(&["inspect", "--help"]));
-    assert!(h.contains("A .upg archive, a model directory"), "{h}");
+    assert!(
+        h.contains("A .upg archive (a path, s3://") && h.contains("a model directory"),
+        "{h}"
+    );
 
     // Truncated archive: verify reports a problem (exit 1, as its help says), not an error.
     let bytes = std::fs::read(&out).unwrap();

@@ -232,6 +232,77 @@ impl Archive {
         Ok(out)
     }
 
+    /// Group `ids` (in the order given) into runs of chunks whose stored bytes follow each other
+    /// in the archive, each run at most `limit` stored bytes (a single chunk larger than that is a
+    /// run of its own). Unknown ids are skipped. For read-ahead over remote storage: one range
+    /// request per run instead of one per chunk (see [`Storage::coalesce_limit`]).
+    pub fn stored_runs(&self, ids: &[u32], limit: usize) -> Vec<Vec<u32>> {
+        let mut runs: Vec<Vec<u32>> = Vec::new();
+        let mut run_end = 0u64;
+        let mut run_len = 0u64;
+        for &id in ids {
+            let Some(rec) = self.index.chunks.get(id as usize) else {
+                continue;
+            };
+            let n = u64::from(rec.stored_len);
+            match runs.last_mut() {
+                Some(r) if rec.offset == run_end && run_len + n <= limit as u64 => {
+                    r.push(id);
+                    run_len += n;
+                }
+                _ => {
+                    runs.push(vec![id]);
+                    run_len = n;
+                }
+            }
+            run_end = rec.offset + n; // cannot overflow: parse checked chunks lie in the file
+        }
+        runs
+    }
+
+    /// Fetch the stored bytes of a run from [`Archive::stored_runs`] with one storage read, then
+    /// check and decode each of its chunks into the cache (chunks already cached are skipped).
+    /// Every check of [`Archive::chunk`] applies; the first failure is returned.
+    pub fn fetch_run(&self, ids: &[u32]) -> Result<(), ArchiveError> {
+        let recs: Vec<(u32, ChunkRecord)> = ids
+            .iter()
+            .filter_map(|&id| self.index.chunks.get(id as usize).map(|r| (id, *r)))
+            .collect();
+        let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
+            return Ok(());
+        };
+        let start = first.1.offset;
+        let end = last.1.offset + u64::from(last.1.stored_len);
+        let contiguous = recs
+            .windows(2)
+            .all(|w| w[0].1.offset + u64::from(w[0].1.stored_len) == w[1].1.offset);
+        if !contiguous {
+            for (id, _) in &recs {
+                self.chunk(*id)?;
+            }
+            return Ok(());
+        }
+        if recs.iter().all(|(id, _)| self.cache.contains(*id)) {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; (end - start) as usize];
+        self.storage
+            .read_exact_at(&mut buf, start)
+            .map_err(|e| storage_err(&self.path, e))?;
+        let mut result = Ok(());
+        for (id, rec) in &recs {
+            let from = (rec.offset - start) as usize;
+            let stored = &buf[from..from + rec.stored_len as usize];
+            let r = self
+                .cache
+                .get_or_decode(*id, || self.check_decode(*id, rec, stored).map(Bytes::new));
+            if let (Err(e), Ok(())) = (r, &result) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
     /// The decoded chunk, through the cache (decoded once however many threads ask).
     pub fn chunk(&self, id: u32) -> Result<Bytes, ArchiveError> {
         self.cache

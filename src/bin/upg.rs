@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use upg::archive::reader::DEFAULT_CACHE_BYTES;
 use upg::archive::writer::{DEFAULT_CHUNK_SIZE, PackOptions, pack};
-use upg::archive::{Archive, OpenOptions, verify};
+use upg::archive::{Archive, verify};
 use upg::cli;
 use upg::codec::quant::Preset;
 
@@ -36,7 +37,9 @@ enum Cmd {
     Pack {
         /// Model directory (every file is stored) or a single .safetensors file.
         input: PathBuf,
-        /// Output archive path (written to a temporary name, renamed when complete).
+        /// Output archive path (written to a temporary name, renamed when complete), or
+        /// s3://BUCKET/KEY.upg: packed to a temporary file in $TMPDIR, then sent with a
+        /// multipart upload that becomes visible only when complete (aborted on failure).
         #[arg(short, long)]
         output: PathBuf,
         /// Worker threads (default: all cores). The calling thread, which hashes, de-duplicates
@@ -75,10 +78,12 @@ enum Cmd {
         /// Lossy: list every quantized tensor's error figures (default: the worst few).
         #[arg(long)]
         tensors: bool,
+        #[command(flatten)]
+        remote: cli::remote::RemoteArgs,
     },
     /// Extract every file (or the FILEs named), byte-identical to what was packed.
     Unpack {
-        /// The .upg archive to extract.
+        /// The .upg archive to extract (a path, s3://BUCKET/KEY.upg or https://HOST/PATH.upg).
         archive: PathBuf,
         /// Only these stored files (paths as `upg ls` prints them; a directory takes all below).
         files: Vec<String>,
@@ -96,6 +101,8 @@ enum Cmd {
         /// not yield a setuid binary, least of all when unpacked as root).
         #[arg(long)]
         preserve_special_bits: bool,
+        #[command(flatten)]
+        remote: cli::remote::RemoteArgs,
     },
     /// List the stored files (size, mode, path), all or those under PATH.
     Ls {
@@ -106,6 +113,8 @@ enum Cmd {
         /// Exact sizes in bytes instead of KiB/MiB/GiB.
         #[arg(short, long)]
         bytes: bool,
+        #[command(flatten)]
+        remote: cli::remote::RemoteArgs,
     },
     /// Write one stored file's bytes to stdout (checked as they are decoded).
     Cat {
@@ -113,6 +122,8 @@ enum Cmd {
         archive: PathBuf,
         /// The stored file (its path as `upg ls` prints it).
         file: String,
+        #[command(flatten)]
+        remote: cli::remote::RemoteArgs,
     },
     /// Mount archives read-only (the same command as `upg-mount`).
     #[command(long_about = cli::mount::LONG_ABOUT)]
@@ -130,7 +141,8 @@ enum Cmd {
     /// Show the catalog (files, tensors, dtypes, shapes, parameters; stored size and codec for
     /// archives) of an archive, a model directory or a .safetensors file, without decoding tensors.
     Inspect {
-        /// A .upg archive, a model directory or a .safetensors file.
+        /// A .upg archive (a path, s3://BUCKET/KEY.upg or https://HOST/PATH.upg), a model
+        /// directory, a .safetensors or a GGUF file.
         path: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
@@ -138,11 +150,13 @@ enum Cmd {
         /// List every tensor.
         #[arg(long)]
         tensors: bool,
+        #[command(flatten)]
+        remote: cli::remote::RemoteArgs,
     },
     /// Check every chunk's checksums and every file's SHA-256; exit 1 on any problem found
     /// (a damaged or truncated archive included), 2 when the archive cannot be read at all.
     Verify {
-        /// The .upg archive to check.
+        /// The .upg archive to check (a path, s3://BUCKET/KEY.upg or https://HOST/PATH.upg).
         archive: PathBuf,
         /// Also compare every file with the originals in this directory (or .safetensors file).
         #[arg(long)]
@@ -153,6 +167,8 @@ enum Cmd {
         /// Lossy with --against: list every quantized tensor (default: the worst few).
         #[arg(long)]
         tensors: bool,
+        #[command(flatten)]
+        remote: cli::remote::RemoteArgs,
     },
     /// Decode throughput of an archive per thread count (median of --runs).
     Bench {
@@ -167,6 +183,8 @@ enum Cmd {
         /// Print the measurements as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: cli::remote::RemoteArgs,
     },
     /// Pack, read back and verify a built-in synthetic model (runs offline).
     Demo {
@@ -241,6 +259,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             overrides,
             keep,
             tensors,
+            remote,
         } => {
             let (mut preset, overrides) = lossy_options(preset.as_deref(), &overrides, &keep)?;
             if let Some(b) = bits {
@@ -259,9 +278,34 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                 // selects the tensors exactly as a preset would; their steps come from the budget
                 preset = Some(Preset::Q4);
             }
+            let upload_to = match upg::storage::Location::parse(output.as_os_str())
+                .map_err(|e| cli::CliError::Usage(e.to_string()))?
+            {
+                upg::storage::Location::Remote(u) => Some(u),
+                upg::storage::Location::Local(_) => None,
+            };
+            // An upload is packed into a private temporary directory first (removed on exit).
+            let staging = match &upload_to {
+                Some(_) => Some(
+                    tempfile::Builder::new()
+                        .prefix("upg-upload-")
+                        .tempdir()
+                        .map_err(|e| {
+                            cli::CliError::Usage(format!(
+                                "temporary directory for the upload (set TMPDIR to a roomier \
+                                 place): {e}"
+                            ))
+                        })?,
+                ),
+                None => None,
+            };
+            let local_out = match &staging {
+                Some(d) => d.path().join("archive.upg"),
+                None => output.clone(),
+            };
             let s = pack(
                 &input,
-                &output,
+                &local_out,
                 &PackOptions {
                     chunk_size,
                     threads,
@@ -272,6 +316,9 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                     bits,
                 },
             )?;
+            if let Some(u) = &upload_to {
+                cli::remote::upload(&local_out, u, &remote, !json && !quiet)?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else if !quiet {
@@ -286,8 +333,9 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             force,
             keep_going,
             preserve_special_bits,
+            remote,
         } => {
-            let a = Archive::open(&archive)?;
+            let a = cli::remote::open_archive(&archive, &remote, DEFAULT_CACHE_BYTES)?;
             let only = if files.is_empty() {
                 None
             } else {
@@ -341,8 +389,9 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             archive,
             path,
             bytes,
+            remote,
         } => {
-            let a = Archive::open(&archive)?;
+            let a = cli::remote::open_archive(&archive, &remote, DEFAULT_CACHE_BYTES)?;
             let sel = match &path {
                 Some(p) => verify::select_files(&a, std::slice::from_ref(p))?,
                 None => (0..a.files().len()).collect(),
@@ -358,9 +407,13 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             }
             Ok(0)
         }
-        Cmd::Cat { archive, file } => {
+        Cmd::Cat {
+            archive,
+            file,
+            remote,
+        } => {
             use std::io::Write;
-            let a = Archive::open(&archive)?;
+            let a = cli::remote::open_archive(&archive, &remote, DEFAULT_CACHE_BYTES)?;
             let fi = a.file_index(file.trim_start_matches('/')).ok_or_else(|| {
                 format!("{file:?} is not in the archive (`upg ls ARCHIVE` lists its files)")
             })?;
@@ -395,8 +448,17 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             path,
             json,
             tensors,
+            remote,
         } => {
-            let c = cli::inspect::catalog(&path)?;
+            let c = if upg::storage::Location::parse(path.as_os_str())
+                .map_err(|e| cli::CliError::Usage(e.to_string()))?
+                .is_remote()
+            {
+                let a = cli::remote::open_archive(&path, &remote, DEFAULT_CACHE_BYTES)?;
+                cli::inspect::catalog_archive(&a)?
+            } else {
+                cli::inspect::catalog(&path)?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&c)?);
             } else {
@@ -409,12 +471,13 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             against,
             json,
             tensors,
+            remote,
         } => {
-            let a = match Archive::open_with(&archive, OpenOptions { cache_bytes: 0 }) {
+            let a = match cli::remote::open_archive(&archive, &remote, 0) {
                 Ok(a) => a,
                 // The archive is there but its framing or index is damaged (truncated, say):
                 // that is a verification failure (1), not a usage error (2).
-                Err(e @ upg::archive::ArchiveError::Format { .. }) => {
+                Err(cli::CliError::Archive(e @ upg::archive::ArchiveError::Format { .. })) => {
                     println!("FAIL (archive): {e}");
                     println!(
                         "{}: damaged, nothing else could be checked",
@@ -422,7 +485,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                     );
                     return Ok(1);
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             if let Some(root) = &against {
                 check_against(root, &a)?;
@@ -479,8 +542,9 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             threads,
             runs,
             json,
+            remote,
         } => {
-            let a = Archive::open_with(&archive, OpenOptions { cache_bytes: 0 })?;
+            let a = cli::remote::open_archive(&archive, &remote, 0)?;
             let threads = if threads.is_empty() {
                 let n = std::thread::available_parallelism().map_or(1, |n| n.get());
                 std::iter::successors(Some(1usize), |t| (t * 2 <= n).then_some(t * 2))

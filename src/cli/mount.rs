@@ -55,14 +55,20 @@ pub enum MountError {
     /// Forking or talking to the daemon failed.
     #[error("daemon: {0}")]
     Daemon(String),
+    /// A source (local path, folder, S3 object or prefix, URL) could not be found or opened.
+    #[error("{0}")]
+    Source(String),
 }
 
 /// `upg-mount --help`'s long description (also `upg mount`'s).
 pub const LONG_ABOUT: &str = "Mount one or several .upg archives (or a folder of them) read-only. \
 A single archive puts its files at the mountpoint's root; several archives (or a folder) get one \
-sub-directory each, named after the archive without `.upg`. Returns once the mount is up and keeps \
-serving in the background (-f: stay in the foreground). `umount MOUNTPOINT`, SIGINT or SIGTERM \
-unmount it.";
+sub-directory each, named after the archive without `.upg`. Sources may be remote: \
+s3://BUCKET/KEY.upg (one object), s3://BUCKET/PREFIX/ (every .upg directly under the prefix) or \
+https://HOST/PATH.upg (a web server answering range requests); credentials and endpoint as for the \
+AWS CLI (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, AWS_REGION, \
+AWS_ENDPOINT_URL). Returns once the mount is up and keeps serving in the background (-f: stay in \
+the foreground). `umount MOUNTPOINT`, SIGINT or SIGTERM unmount it.";
 
 /// The command-line arguments of `upg-mount` and `upg mount` (one definition for both).
 #[derive(Debug, Clone, clap::Args)]
@@ -105,6 +111,8 @@ pub struct MountCli {
     /// the kernel's 128 KiB). 1024 lets one request carry a whole 1 MiB read.
     #[arg(long, value_name = "KIB", default_value_t = crate::fuse::DEFAULT_READAHEAD_KB)]
     pub readahead_kb: u32,
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
 }
 
 impl MountCli {
@@ -139,6 +147,7 @@ impl MountCli {
             threads: self.threads,
             readahead_kb: self.readahead_kb,
             status: self.status,
+            remote: self.remote,
         }
     }
 }
@@ -159,6 +168,8 @@ pub struct MountArgs {
     pub readahead_kb: u32,
     /// `--status MOUNTPOINT`: report on a running mount instead of mounting.
     pub status: Option<PathBuf>,
+    /// How to reach `s3://` and `http(s)://` sources.
+    pub remote: super::remote::RemoteArgs,
 }
 
 /// Default cache per mounted archive: 64 MiB (256 chunks of 256 KiB). The decoded-chunk cache only
@@ -182,12 +193,37 @@ const DEFAULT_CACHE_SHARE: u64 = 8;
 /// Default cache for `archives` archives: min(64 MiB per archive, 1 GiB, MemAvailable / 8), at
 /// least 64 MiB.
 pub fn default_cache_size(archives: usize) -> u64 {
+    default_cache_size_for(archives, 0)
+}
+
+/// Default cache per remote archive: 256 MiB, so that the read-ahead window (a quarter of the
+/// cache, [`REMOTE_READAHEAD`]) holds 64 MiB of decoded chunks: several 8 MiB range requests in
+/// flight per stream, which a 10 ms round trip needs to fill a fast link.
+const DEFAULT_CACHE_PER_REMOTE: u64 = 256 << 20;
+/// Upper bound of the default cache when remote archives are mounted.
+const DEFAULT_CACHE_MAX_REMOTE: u64 = 4 << 30;
+
+/// Read-ahead window (decoded bytes) of a mount with remote archives: 64 MiB, grown to from the
+/// first MiB as a stream proves sequential (see `vfs::Vfs::read`), so random readers never pay
+/// for it. Local mounts keep `vfs::DEFAULT_READAHEAD`.
+pub const REMOTE_READAHEAD: u64 = 64 << 20;
+
+/// Default cache for `local` local and `remote` remote archives.
+fn default_cache_size_for(local: usize, remote: usize) -> u64 {
     let avail = mem_available();
-    let want = DEFAULT_CACHE_PER_ARCHIVE.saturating_mul(archives.max(1) as u64);
+    let want = DEFAULT_CACHE_PER_ARCHIVE
+        .saturating_mul(local as u64)
+        .saturating_add(DEFAULT_CACHE_PER_REMOTE.saturating_mul(remote as u64))
+        .max(DEFAULT_CACHE_MIN);
+    let max = if remote > 0 {
+        DEFAULT_CACHE_MAX_REMOTE
+    } else {
+        DEFAULT_CACHE_MAX
+    };
     match avail {
         Some(a) => want
             .min(a / DEFAULT_CACHE_SHARE)
-            .clamp(DEFAULT_CACHE_MIN, DEFAULT_CACHE_MAX),
+            .clamp(DEFAULT_CACHE_MIN, max),
         None => DEFAULT_CACHE_MIN,
     }
 }
@@ -450,8 +486,13 @@ fn run_inner(mut args: MountArgs) -> Result<(), MountError> {
     }
     check_mountpoint(&args.mountpoint)?;
     // Open every archive now, before forking, so errors reach the terminal directly.
-    let list = vfs::expand_sources(&args.sources)?;
-    let cache = explicit.unwrap_or_else(|| default_cache_size(list.len()));
+    let list = super::remote::expand_mount_sources(&args.sources, &args.remote)
+        .map_err(MountError::Source)?;
+    let n_remote = list
+        .iter()
+        .filter(|(_, s)| matches!(s, vfs::Source::Storage(_)))
+        .count();
+    let cache = explicit.unwrap_or_else(|| default_cache_size_for(list.len() - n_remote, n_remote));
     let cache = usize::try_from(cache).unwrap_or(usize::MAX);
     let archives = vfs::open_sources(list, cache)?;
     let fsname = format!(
@@ -779,8 +820,16 @@ fn serve_logged(
     log: &Option<DaemonLog>,
     log_desc: String,
 ) -> Result<(), MountError> {
+    let remote = archives
+        .iter()
+        .any(|(_, a)| a.storage().coalesce_limit() > 0);
     let opts = VfsOptions {
         cache_bytes: cache,
+        readahead: if remote {
+            REMOTE_READAHEAD
+        } else {
+            vfs::DEFAULT_READAHEAD
+        },
         ..VfsOptions::default()
     };
     let vfs = match Vfs::from_archives(archives, opts) {
