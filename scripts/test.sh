@@ -10,6 +10,20 @@ cargo build --release --bins
 # tests/gguf.rs writes its GGUF with the PyPI gguf package (llama.cpp's gguf-py).
 python3 -c "import gguf, numpy" 2>/dev/null || python3 -m pip install -q gguf==0.19.0 numpy
 cargo test --release -- --test-threads=2
+# The codec tests once more per rANS path this CPU has, each forced with UPG_SIMD (the run above
+# used the best one); a path the CPU lacks is named as not run.
+paths=(scalar)
+grep -qw avx2 /proc/cpuinfo && paths+=(avx2)
+grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && paths+=(avx512)
+for p in scalar avx2 avx512; do
+    if [[ " ${paths[*]} " == *" $p "* ]]; then
+        UPG_SIMD=$p cargo test --release --lib codec -- --test-threads=2
+        UPG_SIMD=$p cargo test --release --test roundtrip -- --test-threads=2
+        echo "codec tests passed with UPG_SIMD=$p"
+    else
+        echo "codec tests NOT run with UPG_SIMD=$p: this CPU lacks it"
+    fi
+done
 scripts/real_model_test.sh target/release/upg
 scripts/fuzz_smoke.sh
 echo "all tests passed"

@@ -16,7 +16,8 @@ pub mod quant;
 pub mod raw;
 pub mod zstd;
 
-/// Errors of the codec layer. Every variant means "this chunk's stored bytes cannot be decoded".
+/// Errors of the codec layer. Every variant but `Simd` (a process setting) means "this chunk's
+/// stored bytes cannot be decoded" (or, for `Unsupported`, cannot be encoded).
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum CodecError {
     /// The stored stream ends before its own structure says it should.
@@ -37,6 +38,15 @@ pub enum CodecError {
     /// Encoding was asked for something the codec cannot represent.
     #[error("cannot encode: {0}")]
     Unsupported(String),
+    /// `UPG_SIMD` forces a coder path this CPU lacks (or names none): nothing is decoded.
+    #[error(transparent)]
+    Simd(#[from] entropy::SimdError),
+}
+
+impl From<crate::cursor::Short> for CodecError {
+    fn from(s: crate::cursor::Short) -> Self {
+        CodecError::Truncated(s.what)
+    }
 }
 
 /// Floating-point layouts the float-aware lossless coder understands.

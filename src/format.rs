@@ -16,6 +16,8 @@
 
 use std::collections::HashSet;
 
+use crate::cursor::{Cursor, Short};
+
 /// First 8 bytes of every archive. `\r\n` catches text-mode mangling, as PNG's signature does.
 pub const MAGIC: [u8; 8] = *b"UPGARC\r\n";
 /// Last 8 bytes of every archive (end of the footer).
@@ -235,7 +237,7 @@ pub fn parse_frame(sb: &[u8], ft: &[u8], file_len: u64) -> Result<Footer, Format
     if file_len < (SUPERBLOCK_LEN + FOOTER_LEN) as u64 {
         return Err(FormatError::TooShort { len: file_len });
     }
-    let mut r = Reader::new(sb);
+    let mut r = Cursor::new(sb);
     let magic = r
         .bytes(8, "superblock magic")
         .map_err(|_| FormatError::BadMagic)?;
@@ -243,7 +245,7 @@ pub fn parse_frame(sb: &[u8], ft: &[u8], file_len: u64) -> Result<Footer, Format
         return Err(FormatError::BadMagic);
     }
     let sb_major = r.u16("superblock version")?;
-    let mut r = Reader::new(ft.get(24..).unwrap_or_default());
+    let mut r = Cursor::new(ft.get(24..).unwrap_or_default());
     let ft_major = r.u16("footer")?;
     if ft.get(32..40) != Some(&FOOTER_MAGIC[..]) {
         return Err(FormatError::BadFooter);
@@ -260,7 +262,7 @@ pub fn parse_frame(sb: &[u8], ft: &[u8], file_len: u64) -> Result<Footer, Format
 
 /// Check the superblock (first 16 bytes): magic and major version.
 pub fn parse_superblock(b: &[u8]) -> Result<(), FormatError> {
-    let mut r = Reader::new(b);
+    let mut r = Cursor::new(b);
     let magic = r
         .bytes(8, "superblock magic")
         .map_err(|_| FormatError::BadMagic)?;
@@ -281,7 +283,7 @@ pub fn parse_footer(b: &[u8], file_len: u64) -> Result<Footer, FormatError> {
     if file_len < (SUPERBLOCK_LEN + FOOTER_LEN) as u64 {
         return Err(FormatError::TooShort { len: file_len });
     }
-    let mut r = Reader::new(b);
+    let mut r = Cursor::new(b);
     let index_offset = r.u64("footer")?;
     let index_len = r.u64("footer")?;
     let index_hash = r.u64("footer")?;
@@ -418,7 +420,7 @@ impl Index {
 
     /// Parse and fully validate an index whose chunk data must lie in `[SUPERBLOCK_LEN, data_end)`.
     pub fn parse(b: &[u8], data_end: u64) -> Result<Index, FormatError> {
-        let mut r = Reader::new(b);
+        let mut r = Cursor::new(b);
         let n_chunks = r.u32("chunk count")?;
         let n_files = r.u32("file count")?;
         // Cap counts by what the remaining bytes could hold before allocating anything.
@@ -653,45 +655,8 @@ pub fn validate_path(p: &str) -> Result<(), PathError> {
     Ok(())
 }
 
-/// Bounds-checked little-endian cursor; every read is `.get()` based.
-struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(b: &'a [u8]) -> Self {
-        Reader { b, pos: 0 }
-    }
-    fn remaining(&self) -> usize {
-        self.b.len() - self.pos
-    }
-    fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(FormatError::Truncated(what))?;
-        let s = self
-            .b
-            .get(self.pos..end)
-            .ok_or(FormatError::Truncated(what))?;
-        self.pos = end;
-        Ok(s)
-    }
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], FormatError> {
-        let s = self.bytes(N, what)?;
-        s.try_into().map_err(|_| FormatError::Truncated(what))
-    }
-    fn u8(&mut self, what: &'static str) -> Result<u8, FormatError> {
-        Ok(self.array::<1>(what)?[0])
-    }
-    fn u16(&mut self, what: &'static str) -> Result<u16, FormatError> {
-        self.array(what).map(u16::from_le_bytes)
-    }
-    fn u32(&mut self, what: &'static str) -> Result<u32, FormatError> {
-        self.array(what).map(u32::from_le_bytes)
-    }
-    fn u64(&mut self, what: &'static str) -> Result<u64, FormatError> {
-        self.array(what).map(u64::from_le_bytes)
+impl From<Short> for FormatError {
+    fn from(s: Short) -> Self {
+        FormatError::Truncated(s.what)
     }
 }

@@ -27,6 +27,8 @@
 
 use std::fmt;
 
+use crate::cursor::{Cursor, Short};
+
 /// "GGUF" read as a little-endian u32.
 pub const MAGIC: [u8; 4] = *b"GGUF";
 /// Default tensor data alignment when `general.alignment` is absent (ggml's GGUF_DEFAULT_ALIGNMENT).
@@ -346,39 +348,36 @@ pub enum GgufError {
     Overlap { a: String, b: String },
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
+/// The shared bounded cursor plus GGUF's own fields (strings, typed values).
+struct Reader<'a>(Cursor<'a>);
+
+impl From<Short> for GgufError {
+    fn from(s: Short) -> Self {
+        GgufError::Truncated {
+            what: s.what,
+            offset: s.offset,
+        }
+    }
 }
 
 impl<'a> Reader<'a> {
     fn off(&self) -> u64 {
-        self.pos as u64
+        self.0.pos() as u64
     }
     fn left(&self) -> usize {
-        self.b.len().saturating_sub(self.pos)
+        self.0.remaining()
     }
     fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], GgufError> {
-        let trunc = GgufError::Truncated {
-            what,
-            offset: self.off(),
-        };
-        let end = self.pos.checked_add(n).ok_or(trunc.clone())?;
-        let s = self.b.get(self.pos..end).ok_or(trunc)?;
-        self.pos = end;
-        Ok(s)
+        Ok(self.0.bytes(n, what)?)
     }
     fn arr<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], GgufError> {
-        let off = self.off();
-        self.bytes(N, what)?
-            .try_into()
-            .map_err(|_| GgufError::Truncated { what, offset: off })
+        Ok(self.0.array(what)?)
     }
     fn u32(&mut self, what: &'static str) -> Result<u32, GgufError> {
-        self.arr(what).map(u32::from_le_bytes)
+        Ok(self.0.u32(what)?)
     }
     fn u64(&mut self, what: &'static str) -> Result<u64, GgufError> {
-        self.arr(what).map(u64::from_le_bytes)
+        Ok(self.0.u64(what)?)
     }
     fn string(&mut self, what: &'static str) -> Result<&'a [u8], GgufError> {
         let off = self.off();
@@ -444,7 +443,7 @@ impl Gguf {
     /// Parse a GGUF header from `buf` (at least the header; more is ignored) of a file of
     /// `file_len` bytes, and check every tensor's data range against `file_len`.
     pub fn parse(buf: &[u8], file_len: u64) -> Result<Gguf, GgufError> {
-        let mut r = Reader { b: buf, pos: 0 };
+        let mut r = Reader(Cursor::new(buf));
         let magic = r.bytes(4, "magic").map_err(|_| GgufError::BadMagic)?;
         if magic != MAGIC {
             return Err(GgufError::BadMagic);

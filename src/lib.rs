@@ -4,6 +4,7 @@ pub mod cache;
 pub mod cleanup;
 pub mod cli;
 pub mod codec;
+pub mod cursor;
 pub mod format;
 pub mod fuse;
 pub mod gguf;

@@ -967,3 +967,55 @@ fn progress_bars_on_a_terminal() {
     let t = run_pty(format!("{bin} verify {}", s(&out))).unwrap();
     assert!(t.contains("verifying"), "verify drew no bar: {t}");
 }
+
+/// `UPG_SIMD` forces the coder path: each path this CPU has packs and verifies the same archive
+/// bytes; an unknown name, or a path the CPU lacks, stops both binaries before any work.
+#[test]
+fn upg_simd_forces_or_refuses() {
+    use upg::codec::entropy::Simd;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_model(tmp.path());
+    let mut first: Option<Vec<u8>> = None;
+    for p in Simd::ALL {
+        let out = tmp.path().join(format!("{}.upg", p.name()));
+        let run = |args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_upg"))
+                .env("UPG_SIMD", p.name())
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let o = run(&["pack", s(&dir), "-o", s(&out), "-q"]);
+        if p > Simd::detected() {
+            assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+            assert!(stderr(&o).contains("this CPU lacks it"), "{}", stderr(&o));
+            assert!(!out.exists());
+            eprintln!(
+                "UPG_SIMD={}: refused (CPU lacks it), as it should be",
+                p.name()
+            );
+            continue;
+        }
+        assert!(o.status.success(), "{}: {}", p.name(), stderr(&o));
+        let v = run(&["verify", s(&out), "--against", s(&dir), "-q"]);
+        assert!(v.status.success(), "{}: {}", p.name(), stderr(&v));
+        let bytes = std::fs::read(&out).unwrap();
+        match &first {
+            Some(b) => assert!(*b == bytes, "UPG_SIMD={} packs other bytes", p.name()),
+            None => first = Some(bytes),
+        }
+    }
+    for bin in [env!("CARGO_BIN_EXE_upg"), env!("CARGO_BIN_EXE_upg-mount")] {
+        let o = Command::new(bin)
+            .env("UPG_SIMD", "sse9")
+            .args(["ls", "nothing.upg"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bin}");
+        assert!(
+            stderr(&o).contains("UPG_SIMD=\"sse9\": unknown path"),
+            "{bin}: {}",
+            stderr(&o)
+        );
+    }
+}

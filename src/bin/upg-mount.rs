@@ -24,6 +24,10 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = upg::codec::entropy::Simd::selected() {
+        eprintln!("upg-mount: error: {e}");
+        return ExitCode::from(2);
+    }
     let args = cli.args.into_args::<Cli>(cli.verbose);
     ExitCode::from(u8::try_from(run(args)).unwrap_or(2))
 }

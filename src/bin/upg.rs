@@ -210,6 +210,11 @@ fn main() -> ExitCode {
     // thread exists yet.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    // A UPG_SIMD the CPU cannot honour is refused before any work, not at the first decode.
+    if let Err(e) = upg::codec::entropy::Simd::selected() {
+        eprintln!("upg: error: {e}");
+        return ExitCode::from(2);
+    }
     // `upg mount` forks its daemon before any thread exists: dispatch it before the signal
     // thread below is started. It sets up its own logging and signal handling.
     if let Cmd::Mount { args } = cli.cmd {

@@ -1,4 +1,4 @@
-//! Order-0 entropy coder for byte-alphabet symbol streams: 8-way interleaved rANS with 32-bit
+//! Order-0 entropy coder for byte-alphabet symbol streams: [`LANES`]-way (32) interleaved rANS with 32-bit
 //! states and 16-bit renormalisation, hand-written (see docs/CODEC.md for why not a crate).
 //!
 //! # API
@@ -39,8 +39,10 @@
 //! # Decoder speed
 //!
 //! The decode hot loop has a scalar, an AVX2 and an AVX-512 (F + BW) version, picked at run
-//! time (`Simd`); all give the same output and errors (tested by forcing each). Measurements
-//! in docs/CODEC.md, "Decode speed at the product level".
+//! time ([`Simd::selected`]: the best the CPU has, or the one `UPG_SIMD=scalar|avx2|avx512`
+//! forces); all give the same output and errors (tested by forcing each). The vector kernels
+//! live in `entropy/x86/`, the only `unsafe` code here. Measurements in docs/CODEC.md, "Decode
+//! speed at the product level".
 //!
 //! # Stream format (all integers little-endian)
 //!
@@ -67,6 +69,11 @@
 //! then if `x < L` one word `w` is read: `x = (x << 16) | w`.
 
 use super::CodecError;
+
+/// The vector kernels (AVX2 encoder, AVX2 and AVX-512 decoders), the only `unsafe` code of the
+/// coder; everything else here is safe Rust and runs on every target.
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// Number of interleaved rANS states.
 /// 32 = four AVX2 vectors of 8 states: one vector alone is latency-bound (gather -> multiply ->
@@ -586,6 +593,20 @@ fn enc_step(x: &mut u32, e: &EncSym, buf: &mut [u8], wp: &mut usize) {
 /// Append `u32 nwords, u32 state[LANES], u16 words[nwords]` for `symbols` under `freq` (every
 /// symbol present in `symbols` has `freq > 0`; the frequencies sum to `1 << scale`).
 fn rans_encode(symbols: &[u8], freq: &[u32; 256], scale: u32, out: &mut Vec<u8>) {
+    // A forced scalar path (or an unusable UPG_SIMD, which the decoders report) encodes
+    // without vectors; the bytes are the same either way.
+    let vector = matches!(Simd::selected(), Ok(s) if s >= Simd::Avx2);
+    rans_encode_with(symbols, freq, scale, out, vector)
+}
+
+/// [`rans_encode`] with the AVX2 encoder allowed (`vector`, if the CPU has it) or not.
+fn rans_encode_with(
+    symbols: &[u8],
+    freq: &[u32; 256],
+    scale: u32,
+    out: &mut Vec<u8>,
+    vector: bool,
+) {
     let n = symbols.len();
     let mut tab = [EncSym::default(); 256];
     let mut cum = 0u32;
@@ -613,13 +634,18 @@ fn rans_encode(symbols: &[u8], freq: &[u32; 256], scale: u32, out: &mut Vec<u8>)
         for i in (full..n).rev() {
             enc_step(&mut x[i % LANES], &tab[symbols[i] as usize], buf, &mut wp);
         }
-        let mut simd = false;
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            let vt = avx2_enc::VecTable::new(freq, scale);
+        let simd = vector && std::arch::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = {
+            let _ = vector;
+            false
+        };
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            let vt = x86::avx2_enc::VecTable::new(freq, scale);
             // SAFETY: AVX2 is present (checked just above); see `encode_groups` for bounds.
-            unsafe { avx2_enc::encode_groups(&vt, &symbols[..full], &mut x, buf, &mut wp) };
-            simd = true;
+            unsafe { x86::avx2_enc::encode_groups(&vt, &symbols[..full], &mut x, buf, &mut wp) };
         }
         if !simd {
             for g in symbols[..full].chunks_exact(LANES).rev() {
@@ -643,6 +669,7 @@ fn rans_encode(symbols: &[u8], freq: &[u32; 256], scale: u32, out: &mut Vec<u8>)
 /// `1 <= f < 2^32`; only 32x32->64 multiplies, which AVX2 has (`vpmuludq`). Returns
 /// `(m, sh1, sh2)` with `l = ceil(log2 f)`, `m = floor(2^32 (2^l - f) / f) + 1 < 2^32`,
 /// `sh1 = min(l, 1)`, `sh2 = max(l, 1) - 1`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn gm_divisor(f: u32) -> (u32, u32, u32) {
     let l = if f <= 1 {
         0
@@ -651,146 +678,6 @@ fn gm_divisor(f: u32) -> (u32, u32, u32) {
     };
     let m = (((1u64 << 32) * ((1u64 << l) - u64::from(f))) / u64::from(f) + 1) as u32;
     (m, l.min(1), l.max(1) - 1)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2_enc {
-    //! AVX2 rANS encoder for whole groups of LANES symbols: same states, same words, same
-    //! order as the scalar loop (lanes are independent; a vector's 8 lanes are the scalar
-    //! loop's 8 consecutive steps). Measured ~3x faster than the scalar loop.
-    use super::{LANES, gm_divisor};
-    use std::arch::x86_64::*;
-
-    /// Per-symbol constants as three gatherable `u32` tables.
-    pub(super) struct VecTable {
-        xmax: [u32; 256],
-        rcp: [u32; 256],
-        /// `cum | (M - f) << 12 | sh2 << 24 | sh1 << 28` (cum, M - f < 2^12; sh2 <= 11).
-        pk: [u32; 256],
-    }
-
-    impl VecTable {
-        pub(super) fn new(freq: &[u32; 256], scale: u32) -> Self {
-            let mut t = VecTable {
-                xmax: [0; 256],
-                rcp: [0; 256],
-                pk: [0; 256],
-            };
-            let mut cum = 0u32;
-            for (s, &f) in freq.iter().enumerate() {
-                if f > 0 {
-                    let (m, sh1, sh2) = gm_divisor(f);
-                    t.xmax[s] = f << (32 - scale);
-                    t.rcp[s] = m;
-                    t.pk[s] = cum | ((1u32 << scale) - f) << 12 | sh2 << 24 | sh1 << 28;
-                }
-                cum += f;
-            }
-            t
-        }
-    }
-
-    /// For each 8-bit "emits a word" mask, a byte shuffle moving the emitting lanes' words (in
-    /// lane order) to the top of 8 words, so that one 16-byte store ending at the write
-    /// position lays them down in decoder order.
-    const fn top_pack_lut() -> [[u8; 16]; 256] {
-        let mut t = [[0x80u8; 16]; 256];
-        let mut m = 0;
-        while m < 256 {
-            let c = (m as u32).count_ones() as usize;
-            let mut r = 0;
-            let mut lane = 0;
-            while lane < 8 {
-                if m & (1 << lane) != 0 {
-                    let pos = 8 - c + r;
-                    t[m][2 * pos] = (2 * lane) as u8;
-                    t[m][2 * pos + 1] = (2 * lane + 1) as u8;
-                    r += 1;
-                }
-                lane += 1;
-            }
-            m += 1;
-        }
-        t
-    }
-    static TOP_PACK: [[u8; 16]; 256] = top_pack_lut();
-
-    /// Encode `groups` (a multiple of LANES symbols) backwards into the states `st` and the word
-    /// buffer `buf` (slot `wp` is the next free one, filled downwards).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2. Bounds: gathers index the 256-entry tables with a symbol byte;
-    /// symbol loads and word stores go through checked slices. A store covers slots
-    /// `wp - 7 ..= wp`: the caller's buffer has `n + 1` slots with `wp <= n` and at most one
-    /// word per symbol already emitted, so with 8 symbols still to code `wp >= 8`.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn encode_groups(
-        t: &VecTable,
-        groups: &[u8],
-        st: &mut [u32; LANES],
-        buf: &mut [u8],
-        wp: &mut usize,
-    ) {
-        unsafe {
-            let sp = st.as_mut_ptr() as *mut __m256i;
-            let mut x = [_mm256_setzero_si256(); LANES / 8];
-            for (v, xv) in x.iter_mut().enumerate() {
-                *xv = _mm256_loadu_si256(sp.add(v));
-            }
-            let xmax_p = t.xmax.as_ptr() as *const i32;
-            let rcp_p = t.rcp.as_ptr() as *const i32;
-            let pk_p = t.pk.as_ptr() as *const i32;
-            let m12 = _mm256_set1_epi32(0xfff);
-            let m4 = _mm256_set1_epi32(0xf);
-            let one = _mm256_set1_epi32(1);
-            let lo16 = _mm256_set1_epi32(0xffff);
-            let mut w = *wp;
-            for g in groups.chunks_exact(LANES).rev() {
-                for v in (0..LANES / 8).rev() {
-                    let sym8: &[u8] = &g[8 * v..8 * v + 8];
-                    let sym =
-                        _mm256_cvtepu8_epi32(_mm_loadl_epi64(sym8.as_ptr() as *const __m128i));
-                    let xmax = _mm256_i32gather_epi32::<4>(xmax_p, sym);
-                    let rcp = _mm256_i32gather_epi32::<4>(rcp_p, sym);
-                    let pk = _mm256_i32gather_epi32::<4>(pk_p, sym);
-                    let xv = x[v];
-                    // x >= xmax (unsigned)  <=>  max(x, xmax) == x
-                    let emit = _mm256_cmpeq_epi32(_mm256_max_epu32(xv, xmax), xv);
-                    let m = _mm256_movemask_ps(_mm256_castsi256_ps(emit)) as usize;
-                    let low = _mm256_and_si256(xv, lo16);
-                    let words = _mm_packus_epi32(
-                        _mm256_castsi256_si128(low),
-                        _mm256_extracti128_si256::<1>(low),
-                    );
-                    let shuf = _mm_loadu_si128(TOP_PACK[m].as_ptr() as *const __m128i);
-                    let packed = _mm_shuffle_epi8(words, shuf);
-                    let dst: &mut [u8] = &mut buf[2 * (w - 7)..2 * (w + 1)];
-                    _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, packed);
-                    w -= m.count_ones() as usize;
-                    let xr = _mm256_blendv_epi8(xv, _mm256_srli_epi32::<16>(xv), emit);
-                    // q = xr / f (Granlund-Montgomery, see gm_divisor)
-                    let even = _mm256_srli_epi64::<32>(_mm256_mul_epu32(xr, rcp));
-                    let odd =
-                        _mm256_mul_epu32(_mm256_srli_epi64::<32>(xr), _mm256_srli_epi64::<32>(rcp));
-                    let tq = _mm256_blend_epi32::<0xAA>(even, odd);
-                    let sh1 = _mm256_and_si256(_mm256_srli_epi32::<28>(pk), one);
-                    let sh2 = _mm256_and_si256(_mm256_srli_epi32::<24>(pk), m4);
-                    let q = _mm256_srlv_epi32(
-                        _mm256_add_epi32(tq, _mm256_srlv_epi32(_mm256_sub_epi32(xr, tq), sh1)),
-                        sh2,
-                    );
-                    let bias = _mm256_and_si256(pk, m12);
-                    let cmpl = _mm256_and_si256(_mm256_srli_epi32::<12>(pk), m12);
-                    x[v] =
-                        _mm256_add_epi32(_mm256_add_epi32(xr, bias), _mm256_mullo_epi32(q, cmpl));
-                }
-            }
-            *wp = w;
-            for (v, xv) in x.iter().enumerate() {
-                _mm256_storeu_si256(sp.add(v), *xv);
-            }
-        }
-    }
 }
 
 /// Decode table for one rANS stream, one `u32` per slot:
@@ -878,36 +765,94 @@ fn rd_u32(b: &[u8], at: usize) -> Result<u32, CodecError> {
 
 /// Decode exactly `out.len()` symbols; returns the bytes of `input` consumed.
 pub fn decode_symbols(input: &[u8], out: &mut [u8]) -> Result<usize, CodecError> {
-    decode_impl::<1>(input, out, &[0; 256], Simd::Best).map(|r| r.0)
+    decode_impl::<1>(input, out, &[0; 256], Simd::selected()?).map(|r| r.0)
 }
 
-/// Which vector path the rANS decoder may use: a cap, lowered to what the CPU has at run time.
-/// Every path produces the same output and the same errors (tests force each one).
+/// The environment variable that forces one coder path for the whole process: `scalar`, `avx2`
+/// or `avx512` (so CI can run the codec tests once per path the CPU has; scripts/test.sh does).
+/// Unset or empty: the best path this CPU has. A path the CPU lacks is an error, never a silent
+/// fallback: the binaries refuse to start, and the library's decoders return it.
+pub const SIMD_ENV: &str = "UPG_SIMD";
+
+/// A vector path of the rANS coder. Every path produces the same output and the same errors
+/// (tests force each one). As an argument it is a cap, lowered to what the CPU has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Simd {
+pub enum Simd {
     Scalar,
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    /// AVX2 (8 lanes per vector; decoder and encoder).
     Avx2,
-    /// AVX-512 F + BW (16 lanes per vector, `vpexpandd` renormalisation, `vpermt2w` mapping).
-    Best,
+    /// AVX-512 F + BW (16 lanes per vector, `vpexpandd` renormalisation, `vpermt2w` mapping;
+    /// decoder only: the encoder uses AVX2 here).
+    Avx512,
+}
+
+/// `UPG_SIMD` names no path, or one this CPU lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimdError {
+    #[error("{SIMD_ENV}={0:?}: unknown path (expected scalar, avx2 or avx512)")]
+    Unknown(String),
+    #[error("{SIMD_ENV}={}: this CPU lacks it (best available: {})", .asked.name(), .best.name())]
+    Unavailable { asked: Simd, best: Simd },
 }
 
 impl Simd {
+    pub const ALL: [Simd; 3] = [Simd::Scalar, Simd::Avx2, Simd::Avx512];
+
+    /// The name `UPG_SIMD` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Scalar => "scalar",
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512",
+        }
+    }
+
+    /// The best path this CPU supports.
+    pub fn detected() -> Simd {
+        Simd::Avx512.available()
+    }
+
     /// `self` lowered to the best path this CPU supports.
     fn available(self) -> Simd {
         #[cfg(target_arch = "x86_64")]
         {
-            if self >= Simd::Best
+            if self >= Simd::Avx512
                 && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
             {
-                return Simd::Best;
+                return Simd::Avx512;
             }
             if self >= Simd::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
                 return Simd::Avx2;
             }
         }
         Simd::Scalar
+    }
+
+    /// The path `UPG_SIMD=value` asks for, if this CPU has it.
+    pub fn parse_forced(value: &str) -> Result<Simd, SimdError> {
+        let asked = Simd::ALL
+            .into_iter()
+            .find(|s| value.eq_ignore_ascii_case(s.name()))
+            .ok_or_else(|| SimdError::Unknown(value.to_string()))?;
+        let best = Simd::detected();
+        if asked > best {
+            return Err(SimdError::Unavailable { asked, best });
+        }
+        Ok(asked)
+    }
+
+    /// The path every encode and decode of this process uses: the one `UPG_SIMD` forces, or
+    /// the best this CPU has. Read once per process.
+    pub fn selected() -> Result<Simd, SimdError> {
+        static SELECTED: std::sync::OnceLock<Result<Simd, SimdError>> = std::sync::OnceLock::new();
+        match SELECTED.get_or_init(|| match std::env::var(SIMD_ENV) {
+            Ok(v) if !v.is_empty() => Simd::parse_forced(&v),
+            _ => Ok(Simd::detected()),
+        }) {
+            Ok(s) => Ok(*s),
+            Err(e) => Err(e.clone()),
+        }
     }
 }
 
@@ -919,7 +864,7 @@ pub fn decode_symbols_map16(
     map: &[u32; 256],
     out: &mut [u8],
 ) -> Result<(usize, usize), CodecError> {
-    decode_impl::<2>(input, out, map, Simd::Best)
+    decode_impl::<2>(input, out, map, Simd::selected()?)
 }
 
 /// [`decode_symbols`] / [`decode_symbols_map16`] (W = 2) with the vector path capped at `simd`.
@@ -1057,12 +1002,14 @@ fn decode_rans_s<const SCALE: u32, const W: usize>(
     #[cfg(target_arch = "x86_64")]
     let (mut i, mut pos) = {
         match simd.available() {
-            // SAFETY: `available` returned Best only if AVX-512 F and BW are present;
-            // `avx512::decode` only reads/writes inside the slices it is given (see the bounds
+            // SAFETY: `available` returned Avx512 only if AVX-512 F and BW are present;
+            // `x86::avx512::decode` only reads/writes inside the slices it is given (see the bounds
             // argument on it).
-            Simd::Best => unsafe { avx512::decode::<SCALE, W>(ent, &mut st, words, out, map) },
-            // SAFETY: as above, AVX2 is present; bounds argued on `avx2::decode`.
-            Simd::Avx2 => unsafe { avx2::decode::<SCALE, W>(ent, &mut st, words, out, map) },
+            Simd::Avx512 => unsafe {
+                x86::avx512::decode::<SCALE, W>(ent, &mut st, words, out, map)
+            },
+            // SAFETY: as above, AVX2 is present; bounds argued on `x86::avx2::decode`.
+            Simd::Avx2 => unsafe { x86::avx2::decode::<SCALE, W>(ent, &mut st, words, out, map) },
             Simd::Scalar => (0, 0),
         }
     };
@@ -1112,238 +1059,6 @@ fn decode_rans_s<const SCALE: u32, const W: usize>(
     }
     *x = st;
     Ok(pos)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    //! AVX2 version of the fast path: each `__m256i` holds 8 lanes' states, 4 vectors = 32 lanes.
-    use super::{L, LANES, MAX_SCALE};
-    use std::arch::x86_64::*;
-
-    /// For each 8-bit "needs a word" mask, lane j's index among the set lanes (its rank), so a
-    /// permute moves the next words to exactly the lanes that renormalise.
-    const fn rank_lut() -> [[u32; 8]; 256] {
-        let mut t = [[0u32; 8]; 256];
-        let mut m = 0;
-        while m < 256 {
-            let mut r = 0;
-            let mut j = 0;
-            while j < 8 {
-                t[m][j] = r;
-                if m & (1 << j) != 0 {
-                    r += 1;
-                }
-                j += 1;
-            }
-            m += 1;
-        }
-        t
-    }
-    static RANK: [[u32; 8]; 256] = rank_lut();
-
-    /// Decode whole groups of LANES symbols while at least LANES words remain; returns the
-    /// (symbols, words) consumed. Same arithmetic and word order as the scalar loop.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2. Bounds: gathers index `ent` with `x & mask`, `mask < 4096 =
-    /// ent.len()`, and `map` with `e & 0xff < 256 = map.len()`; each loop iteration starts with
-    /// `i + 32 <= n = out.len() / W` and `pos + 32 <= words.len() / 2`, and consumes at most 8
-    /// words per vector, so every 16-byte word load (at most words `pos + 24 .. pos + 32`) and
-    /// every store (8 bytes at `i + 8v`, or 16 bytes at `2 (i + 8v)`) stays in bounds.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn decode<const SCALE: u32, const W: usize>(
-        ent: &[u32; 1 << MAX_SCALE],
-        st: &mut [u32; LANES],
-        words: &[u8],
-        out: &mut [u8],
-        map: &[u32; 256],
-    ) -> (usize, usize) {
-        let n = out.len() / W;
-        let nwords = words.len() / 2;
-        let mut i = 0usize;
-        let mut pos = 0usize;
-        unsafe {
-            let mask = _mm256_set1_epi32(((1u32 << SCALE) - 1) as i32);
-            let m12 = _mm256_set1_epi32(0xfff);
-            let zero = _mm256_setzero_si256();
-            let pick = _mm256_setr_epi8(
-                0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1,
-                -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-            );
-            let pick16 = _mm256_setr_epi8(
-                0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13,
-                -1, -1, -1, -1, -1, -1, -1, -1,
-            );
-            let m8 = _mm256_set1_epi32(0xff);
-            let mp = map.as_ptr() as *const i32;
-            let sp = st.as_mut_ptr() as *mut __m256i;
-            let mut x = [_mm256_setzero_si256(); LANES / 8];
-            for (v, xv) in x.iter_mut().enumerate() {
-                *xv = _mm256_loadu_si256(sp.add(v));
-            }
-            let base = ent.as_ptr() as *const i32;
-            let wp = words.as_ptr();
-            let op = out.as_mut_ptr();
-            while i + LANES <= n && pos + LANES <= nwords {
-                for (v, xv) in x.iter_mut().enumerate() {
-                    let slot = _mm256_and_si256(*xv, mask);
-                    let e = _mm256_i32gather_epi32::<4>(base, slot);
-                    let freq = _mm256_and_si256(_mm256_srli_epi32::<8>(e), m12);
-                    let bias = _mm256_srli_epi32::<20>(e);
-                    let sh = _mm_cvtsi32_si128(SCALE as i32);
-                    let nx =
-                        _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(*xv, sh)), bias);
-                    // x < L  <=>  x >> 16 == 0
-                    let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(nx), zero);
-                    let m = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
-                    let w =
-                        _mm256_cvtepu16_epi32(_mm_loadu_si128(wp.add(2 * pos) as *const __m128i));
-                    let perm = _mm256_loadu_si256(RANK[m].as_ptr() as *const __m256i);
-                    let wl = _mm256_permutevar8x32_epi32(w, perm);
-                    let renorm = _mm256_or_si256(_mm256_slli_epi32::<16>(nx), wl);
-                    *xv = _mm256_blendv_epi8(nx, renorm, need);
-                    pos += m.count_ones() as usize;
-                    if W == 1 {
-                        let b = _mm256_shuffle_epi8(e, pick);
-                        let syms = _mm_unpacklo_epi32(
-                            _mm256_castsi256_si128(b),
-                            _mm256_extracti128_si256::<1>(b),
-                        );
-                        _mm_storel_epi64(op.add(i + 8 * v) as *mut __m128i, syms);
-                    } else {
-                        // map[symbol]: symbol = e & 0xff < 256 = map.len().
-                        let sym = _mm256_and_si256(e, m8);
-                        let mv = _mm256_i32gather_epi32::<4>(mp, sym);
-                        let b = _mm256_shuffle_epi8(mv, pick16);
-                        let vals = _mm_unpacklo_epi64(
-                            _mm256_castsi256_si128(b),
-                            _mm256_extracti128_si256::<1>(b),
-                        );
-                        _mm_storeu_si128(op.add(2 * (i + 8 * v)) as *mut __m128i, vals);
-                    }
-                }
-                i += LANES;
-            }
-            for (v, xv) in x.iter().enumerate() {
-                _mm256_storeu_si256(sp.add(v), *xv);
-            }
-        }
-        let _ = L;
-        (i, pos)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    //! AVX-512 version of the fast path: each `__m512i` holds 16 lanes' states, 2 vectors = 32
-    //! lanes. Compared with AVX2: the words go to the renormalising lanes with one `vpexpandd`
-    //! (no rank table), and for W = 2 the 16-bit mapping is looked up in registers (four
-    //! `vpermt2w` over the 256-entry table, two blends) instead of a second gather per symbol.
-    use super::{L, LANES, MAX_SCALE};
-    use std::arch::x86_64::*;
-
-    /// Decode whole groups of LANES symbols while at least LANES words remain; returns the
-    /// (symbols, words) consumed. Same arithmetic and word order as the scalar loop.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F and BW. Bounds: the gather indexes `ent` with `x & mask`,
-    /// `mask < 4096 = ent.len()`; each loop iteration starts with `i + 32 <= n = out.len() / W`
-    /// and `pos + 32 <= words.len() / 2`; the first vector consumes at most 16 words, so both
-    /// 32-byte word loads (16 words at `pos` and at most `pos + 16`) stay inside `words`, and the
-    /// stores (16 bytes at `i + 16v` for W = 1, 64 bytes at `2i` for W = 2) inside `out`.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn decode<const SCALE: u32, const W: usize>(
-        ent: &[u32; 1 << MAX_SCALE],
-        st: &mut [u32; LANES],
-        words: &[u8],
-        out: &mut [u8],
-        map: &[u32; 256],
-    ) -> (usize, usize) {
-        let n = out.len() / W;
-        let nwords = words.len() / 2;
-        let mut i = 0usize;
-        let mut pos = 0usize;
-        // The mapping as 16-bit values, 32 per register: tab[q] holds map[32q..32q + 32].
-        let mut m16 = [0u16; 256];
-        for (d, &s) in m16.iter_mut().zip(map.iter()) {
-            *d = s as u16;
-        }
-        unsafe {
-            let tab: [__m512i; 8] =
-                std::array::from_fn(|q| _mm512_loadu_si512(m16.as_ptr().add(32 * q).cast()));
-            let mask = _mm512_set1_epi32(((1u32 << SCALE) - 1) as i32);
-            let m12 = _mm512_set1_epi32(0xfff);
-            let lim = _mm512_set1_epi32(L as i32);
-            let bit6 = _mm512_set1_epi16(64);
-            let bit7 = _mm512_set1_epi16(128);
-            let sp = st.as_mut_ptr() as *mut __m512i;
-            let mut x = [
-                _mm512_loadu_si512(sp.cast()),
-                _mm512_loadu_si512(sp.add(1).cast()),
-            ];
-            let base = ent.as_ptr() as *const i32;
-            let wp = words.as_ptr();
-            let op = out.as_mut_ptr();
-            while i + LANES <= n && pos + LANES <= nwords {
-                let mut e = [_mm512_setzero_si512(); 2];
-                for v in 0..2 {
-                    let xv = x[v];
-                    let slot = _mm512_and_si512(xv, mask);
-                    let ev = _mm512_i32gather_epi32::<4>(slot, base);
-                    let freq = _mm512_and_si512(_mm512_srli_epi32::<8>(ev), m12);
-                    let bias = _mm512_srli_epi32::<20>(ev);
-                    // freq * (x >> scale) < 2^32 as two `vpmuludq` (even, odd lanes; 5
-                    // cycles) instead of one `vpmulld` (10): this loop is latency-bound, the
-                    // next gather waits for the new states.
-                    let xs = _mm512_srli_epi32::<SCALE>(xv);
-                    let pe = _mm512_mul_epu32(freq, xs);
-                    let po = _mm512_mul_epu32(
-                        _mm512_srli_epi64::<32>(freq),
-                        _mm512_srli_epi64::<32>(xs),
-                    );
-                    let prod = _mm512_mask_blend_epi32(0xaaaa, pe, _mm512_slli_epi64::<32>(po));
-                    let nx = _mm512_add_epi32(prod, bias);
-                    let need = _mm512_cmplt_epu32_mask(nx, lim);
-                    let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(
-                        wp.add(2 * pos) as *const __m256i
-                    ));
-                    // need: (nx << 16) | word (nx < 2^16 there), else nx.
-                    let shifted = _mm512_mask_slli_epi32::<16>(nx, need, nx);
-                    x[v] = _mm512_or_si512(shifted, _mm512_maskz_expand_epi32(need, w));
-                    pos += need.count_ones() as usize;
-                    e[v] = ev;
-                    if W == 1 {
-                        _mm_storeu_si128(
-                            op.add(i + 16 * v) as *mut __m128i,
-                            _mm512_cvtepi32_epi8(ev),
-                        );
-                    }
-                }
-                if W == 2 {
-                    // Low 16 bits of each entry: the symbol in bits 0-7 (vpermt2w reads bits
-                    // 0-5 of each index, bits 6 and 7 pick the register pair).
-                    let idx = _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(_mm512_cvtepi32_epi16(e[0])),
-                        _mm512_cvtepi32_epi16(e[1]),
-                    );
-                    let r0 = _mm512_permutex2var_epi16(tab[0], idx, tab[1]);
-                    let r1 = _mm512_permutex2var_epi16(tab[2], idx, tab[3]);
-                    let r2 = _mm512_permutex2var_epi16(tab[4], idx, tab[5]);
-                    let r3 = _mm512_permutex2var_epi16(tab[6], idx, tab[7]);
-                    let b6 = _mm512_test_epi16_mask(idx, bit6);
-                    let b7 = _mm512_test_epi16_mask(idx, bit7);
-                    let lo = _mm512_mask_blend_epi16(b6, r0, r1);
-                    let hi = _mm512_mask_blend_epi16(b6, r2, r3);
-                    let vals = _mm512_mask_blend_epi16(b7, lo, hi);
-                    _mm512_storeu_si512(op.add(2 * i).cast(), vals);
-                }
-                i += LANES;
-            }
-            _mm512_storeu_si512(sp.cast(), x[0]);
-            _mm512_storeu_si512(sp.add(1).cast(), x[1]);
-        }
-        (i, pos)
-    }
 }
 
 #[cfg(test)]
@@ -1443,7 +1158,6 @@ mod tests {
     }
 
     /// The AVX2 and scalar encoders write identical streams.
-    #[cfg(target_arch = "x86_64")]
     /// Every decoder path (scalar, AVX2, AVX-512, as far as the CPU has them) gives the same
     /// symbols, mapped values, consumed length and error on valid and damaged streams.
     #[test]
@@ -1489,7 +1203,7 @@ mod tests {
             if case % 3 == 0 {
                 assert_eq!(scalar.2.as_deref(), Some(&v[..]));
             }
-            for simd in [Simd::Avx2, Simd::Best] {
+            for simd in [Simd::Avx2, Simd::Avx512] {
                 let got = run(simd);
                 assert_eq!(got.0, scalar.0, "case {case} {simd:?}");
                 assert_eq!(got.1, scalar.1, "case {case} {simd:?}");
@@ -1501,10 +1215,44 @@ mod tests {
         }
     }
 
+    /// `UPG_SIMD` forces the path of the whole process; unknown names and paths the CPU lacks
+    /// are errors, not a silent fallback.
+    #[test]
+    fn simd_env_forces_the_path() {
+        match std::env::var(SIMD_ENV) {
+            Ok(v) if !v.is_empty() => {
+                assert_eq!(Simd::selected(), Simd::parse_forced(&v));
+                eprintln!("coder path forced by {SIMD_ENV}: {v}");
+            }
+            _ => assert_eq!(Simd::selected(), Ok(Simd::detected())),
+        }
+        assert_eq!(Simd::parse_forced("scalar"), Ok(Simd::Scalar));
+        assert_eq!(
+            Simd::parse_forced("AVX2").is_ok(),
+            Simd::detected() >= Simd::Avx2
+        );
+        assert!(matches!(
+            Simd::parse_forced("sse9"),
+            Err(SimdError::Unknown(_))
+        ));
+        if Simd::detected() < Simd::Avx512 {
+            assert_eq!(
+                Simd::parse_forced("avx512"),
+                Err(SimdError::Unavailable {
+                    asked: Simd::Avx512,
+                    best: Simd::detected()
+                })
+            );
+        }
+    }
+
+    /// The scalar and (where the CPU has it) the AVX2 encoder both write the stream of the
+    /// plain one-symbol-at-a-time loop.
     #[test]
     fn simd_encoder_matches_scalar() {
-        if !std::arch::is_x86_feature_detected!("avx2") {
-            return;
+        let vector = Simd::detected() >= Simd::Avx2;
+        if !vector {
+            eprintln!("SKIP the AVX2 encoder: this CPU lacks AVX2 (scalar encoder checked)");
         }
         let mut s = 17u64;
         for case in 0..40 {
@@ -1523,7 +1271,9 @@ mod tests {
                 continue;
             };
             let mut a = Vec::new();
-            rans_encode(&syms, &t.freq, t.scale, &mut a);
+            rans_encode_with(&syms, &t.freq, t.scale, &mut a, false);
+            let mut v = Vec::new();
+            rans_encode_with(&syms, &t.freq, t.scale, &mut v, vector);
             // Scalar reference.
             let mut tab = [EncSym::default(); 256];
             let mut cum = 0;
@@ -1550,7 +1300,8 @@ mod tests {
                 b.extend_from_slice(&v.to_le_bytes());
             }
             b.extend_from_slice(&buf[2 * (wp + 1)..]);
-            assert_eq!(a, b, "case {case}");
+            assert_eq!(a, b, "case {case} (scalar)");
+            assert_eq!(v, b, "case {case} (vector: {vector})");
         }
     }
 

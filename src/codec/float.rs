@@ -21,8 +21,8 @@
 //! thread. The output is byte-identical to the first, exhaustive encoder.
 
 use super::entropy::{
-    StreamPlan, cost_lower_bound, decode_symbols, decode_symbols_map16, encode_planned, encode_raw,
-    histogram, plan,
+    Simd, StreamPlan, cost_lower_bound, decode_symbols, decode_symbols_map16, encode_planned,
+    encode_raw, histogram, plan,
 };
 use super::{CodecError, FloatKind};
 
@@ -317,7 +317,7 @@ fn encode_split_with(
     let grouped = r <= 8;
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if grouped && std::arch::is_x86_feature_detected!("bmi2") {
+    if grouped && simd_at_least(Simd::Avx2) && std::arch::is_x86_feature_detected!("bmi2") {
         // SAFETY: BMI2 is present (checked just above).
         done = unsafe {
             if es == 2 {
@@ -663,11 +663,13 @@ fn decode_split16(
     let vals = &mut out[..2 * n];
     #[cfg(target_arch = "x86_64")]
     if (1..=8).contains(&r)
+        && simd_at_least(Simd::Avx2)
         && std::arch::is_x86_feature_detected!("bmi2")
         && std::arch::is_x86_feature_detected!("sse4.1")
     {
         let mut done = 0;
-        if std::arch::is_x86_feature_detected!("avx512f")
+        if simd_at_least(Simd::Avx512)
+            && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vbmi")
         {
@@ -831,9 +833,19 @@ fn or_fields<const R: u32, const SR: u32>(packed: &[u8], vals: &mut [u8]) -> usi
     groups * 8
 }
 
+/// True when the process's coder path ([`Simd::selected`], which `UPG_SIMD` can force) is at
+/// least `tier`: the BMI2 field kernels count as the AVX2 tier, the VBMI one as AVX-512, so a
+/// forced scalar run uses only the portable loops. (An unusable `UPG_SIMD` is reported by the
+/// entropy decoder of the same chunk.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn simd_at_least(tier: Simd) -> bool {
+    Simd::selected().is_ok_and(|s| s >= tier)
+}
+
 /// `out[4i..4i+4] = [p0[i], p1[i], top[2i], top[2i+1]]`.
 fn interleave_f32(top: &[u8], p0: &[u8], p1: &[u8], out: &mut [u8]) {
     let n = p0.len();
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     {

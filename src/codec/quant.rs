@@ -38,6 +38,7 @@ use std::str::FromStr;
 use half::{bf16, f16};
 
 use super::{CodecError, FloatKind};
+use crate::cursor::Cursor;
 
 /// Current stream version written by `encode_chunk`.
 pub const VERSION: u8 = 2;
@@ -646,25 +647,24 @@ fn build_lut(kind: FloatKind, mode: u8, step: f64, codebook: &[i8]) -> Vec<[u8; 
         .collect()
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-}
+/// The shared bounded cursor plus the quant stream's own fields (varints, sections).
+struct Reader<'a>(Cursor<'a>);
 
 impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Reader(Cursor::new(b))
+    }
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], CodecError> {
-        if self.b.len() < n {
-            return Err(CodecError::Truncated(what));
-        }
-        let (h, t) = self.b.split_at(n);
-        self.b = t;
-        Ok(h)
+        Ok(self.0.bytes(n, what)?)
     }
     fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
-        Ok(self.take(1, what)?[0])
+        Ok(self.0.u8(what)?)
     }
     fn u32(&mut self, what: &'static str) -> Result<u32, CodecError> {
-        let s = self.take(4, what)?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        Ok(self.0.u32(what)?)
+    }
+    fn is_empty(&self) -> bool {
+        self.0.remaining() == 0
     }
     fn varint(&mut self, what: &'static str) -> Result<u64, CodecError> {
         let mut v = 0u64;
@@ -694,7 +694,7 @@ thread_local! {
 /// Decodes one chunk stream into `out`, in the original dtype `kind`, little-endian.
 pub fn decode(kind: FloatKind, input: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
     let es = kind.elem_size();
-    let mut r = Reader { b: input };
+    let mut r = Reader::new(input);
     let version = r.u8("header")?;
     if version != VERSION {
         return Err(CodecError::Corrupt("unknown quant stream version"));
@@ -730,7 +730,7 @@ pub fn decode(kind: FloatKind, input: &[u8], out: &mut [u8]) -> Result<(), Codec
     }
     let sym_sec = r.section("symbol section")?;
     let esc_sec = r.section("escape section")?;
-    if !r.b.is_empty() {
+    if !r.is_empty() {
         return Err(CodecError::Corrupt("trailing bytes after quant stream"));
     }
     let lut = build_lut(kind, mode, step, &codebook);
@@ -750,14 +750,14 @@ pub fn decode(kind: FloatKind, input: &[u8], out: &mut [u8]) -> Result<(), Codec
                 return Err(CodecError::Corrupt("symbol outside codebook"));
             }
         }
-        let mut esc = Reader { b: esc_sec };
+        let mut esc = Reader::new(esc_sec);
         let mut next_escape = |o: &mut [u8]| esc.next_escape(mode, kind, step, o);
         match es {
             2 => expand::<2>(&syms, out, &lut, &mut next_escape)?,
             4 => expand::<4>(&syms, out, &lut, &mut next_escape)?,
             _ => expand::<8>(&syms, out, &lut, &mut next_escape)?,
         }
-        if !esc.b.is_empty() {
+        if !esc.is_empty() {
             return Err(CodecError::Corrupt("unused escape bytes"));
         }
         Ok(())
@@ -832,7 +832,7 @@ fn decode16(
     {
         return Err(CodecError::Corrupt("symbol outside codebook"));
     }
-    let mut esc = Reader { b: esc_sec };
+    let mut esc = Reader::new(esc_sec);
     if bound > usize::from(ESC) {
         let sent = SENT_ESC.to_le_bytes();
         for blk in out.chunks_mut(64) {
@@ -845,7 +845,7 @@ fn decode16(
             }
         }
     }
-    if !esc.b.is_empty() {
+    if !esc.is_empty() {
         return Err(CodecError::Corrupt("unused escape bytes"));
     }
     Ok(())
