@@ -229,7 +229,7 @@ fn bits_budget_is_met() {
     let orig_file = std::fs::read(dir.join("model.safetensors")).unwrap();
     let layout = Layout::parse(&orig_file).unwrap();
     let mut last_snr = 0.0;
-    for bits in [2.5, 3.0, 4.25, 6.0] {
+    for bits in [2.5, 3.0, 4.25, 6.0, 9.0] {
         let out = tmp.path().join(format!("b{bits}.upg"));
         let s = pack(
             &dir,

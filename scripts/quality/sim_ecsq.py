@@ -110,6 +110,8 @@ def main():
     ap.add_argument("--bits", type=float)
     ap.add_argument("--alloc", default="equal")
     ap.add_argument("--rotation-report", action="store_true")
+    ap.add_argument("--role-gain", action="append", default=[], metavar="REGEX=F",
+                    help="multiply the step of tensors whose name matches REGEX by F (repeatable)")
     a = ap.parse_args()
     base, header, blob, ts = load(a.orig)
     if a.rotation_report:
@@ -119,7 +121,19 @@ def main():
     N = sum(n.values())
     rms = {k: float(np.sqrt(np.mean(ts[k] ** 2))) for k in names}
 
+    role = [(re.compile(r), float(f)) for r, f in (x.rsplit("=", 1) for x in a.role_gain)]
+
+    def role_gain(k):
+        g = 1.0
+        for r, f in role:
+            if r.search(k):
+                g *= f
+        return g
+
     def steps_for(c):
+        return {k: v * role_gain(k) for k, v in base_steps_for(c).items()}
+
+    def base_steps_for(c):
         if a.alloc == "global":
             return {k: c for k in names}
         kind, _, arg = a.alloc.partition(":")
@@ -159,7 +173,7 @@ def main():
         bits = entropy_bits(x, s)
         rate += bits * n[k]; sig += float((x * x).sum()); e = float(((back - x) ** 2).sum()); err += e
         rows.append({"tensor": k, "bits": round(bits, 3), "snr_db": round(10 * np.log10((x * x).sum() / e), 2)})
-    summary = {"alloc": a.alloc, "bits_target": a.bits, "bits_quantized": round(rate / N, 4),
+    summary = {"alloc": a.alloc, "role_gain": a.role_gain, "bits_target": a.bits, "bits_quantized": round(rate / N, 4),
                "snr_db": round(10 * np.log10(sig / err), 3), "dir": a.out}
     if a.out:
         make_candidate_dir(a.orig, a.out)
