@@ -20,6 +20,60 @@ use std::path::PathBuf;
 use crate::codec::CodecError;
 use crate::format::FormatError;
 
+/// How the archive layer reports long work and the temporary outputs it creates. The caller
+/// decides what they mean (`cli` draws a progress bar and registers temporaries for removal on
+/// SIGINT); the archive layer imports neither a terminal library nor process-wide state.
+pub trait Observer: Send + Sync {
+    /// Work over `total` bytes named `what` ("packing", "verifying") starts; the returned sink
+    /// is told the bytes done as they are done, and dropped when the work ends.
+    fn start(&self, what: &'static str, total: u64) -> Box<dyn Progress> {
+        let _ = (what, total);
+        Box::new(())
+    }
+    /// A temporary output now exists at `path`; the returned guard is kept alive until it has
+    /// been renamed into place or removed.
+    fn temp_created(&self, path: &std::path::Path) -> Box<dyn std::any::Any> {
+        let _ = path;
+        Box::new(())
+    }
+}
+
+/// A sink for the bytes of one piece of work done so far.
+pub trait Progress {
+    fn inc(&self, n: u64);
+}
+
+impl Progress for () {
+    fn inc(&self, _: u64) {}
+}
+
+/// The [`Observer`] that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// An [`Observer`] to put in options structs (cloneable, `Debug`, silent by default).
+#[derive(Clone)]
+pub struct Hooks(pub std::sync::Arc<dyn Observer>);
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks(std::sync::Arc::new(Silent))
+    }
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hooks")
+    }
+}
+
+impl std::ops::Deref for Hooks {
+    type Target = dyn Observer;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
 /// Errors of the archive layer.
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum ArchiveError {

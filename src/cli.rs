@@ -73,6 +73,44 @@ impl From<String> for CliError {
     }
 }
 
+/// The `upg` binary's [`crate::archive::Observer`]: byte progress bars on a terminal's stderr
+/// (when `show`), and temporaries registered in [`crate::cleanup`] so the signal thread removes
+/// them on SIGINT/SIGTERM/SIGHUP.
+pub struct Terminal {
+    pub show: bool,
+}
+
+impl Terminal {
+    /// As options' `hooks` field.
+    pub fn hooks(show: bool) -> crate::archive::Hooks {
+        crate::archive::Hooks(std::sync::Arc::new(Terminal { show }))
+    }
+}
+
+impl crate::archive::Observer for Terminal {
+    fn start(&self, what: &'static str, total: u64) -> Box<dyn crate::archive::Progress> {
+        Box::new(Bar(progress_bar(self.show, total, what)))
+    }
+    fn temp_created(&self, path: &std::path::Path) -> Box<dyn std::any::Any> {
+        Box::new(crate::cleanup::register(path))
+    }
+}
+
+/// A bar that clears itself when the work ends.
+struct Bar(ProgressBar);
+
+impl crate::archive::Progress for Bar {
+    fn inc(&self, n: u64) {
+        bar_inc(&self.0, n);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// A byte progress bar on stderr, hidden when `show` is false or stderr is not a terminal.
 pub fn progress_bar(show: bool, total: u64, what: &str) -> ProgressBar {
     use std::io::IsTerminal;

@@ -141,14 +141,18 @@ pub fn scan_file(a: &Archive, fi: usize, mut sink: impl FnMut(u64, &[u8])) -> (u
 /// Check every chunk and every file's SHA-256; with `against`, also compare each file with the
 /// original under that directory (or that single file, for a one-file archive).
 pub fn verify(a: &Archive, against: Option<&Path>) -> VerifyReport {
-    verify_with(a, against, false)
+    verify_with(a, against, &super::Silent)
 }
 
-/// `verify` with a progress bar on a terminal when `progress` is set.
-pub fn verify_with(a: &Archive, against: Option<&Path>, progress: bool) -> VerifyReport {
+/// `verify`, reporting progress to `hooks`.
+pub fn verify_with(
+    a: &Archive,
+    against: Option<&Path>,
+    hooks: &dyn super::Observer,
+) -> VerifyReport {
     let mut rep = VerifyReport::default();
     let total: u64 = a.files().iter().map(|f| f.size).sum();
-    let bar = crate::cli::progress_bar(progress, total, "verifying");
+    let bar = hooks.start("verifying", total);
     // Lossy files: path -> SHA-256 of the original they were made from.
     let lossy_files: std::collections::HashMap<String, String> = a.meta()["original_sha256"]
         .as_object()
@@ -189,7 +193,7 @@ pub fn verify_with(a: &Archive, against: Option<&Path>, progress: bool) -> Verif
         let (n, damaged) = scan_file(a, fi, |off, d| {
             use std::os::unix::fs::FileExt;
             sha.update(d);
-            crate::cli::bar_inc(&bar, d.len() as u64);
+            bar.inc(d.len() as u64);
             if let Some(Ok(o)) = orig.as_mut()
                 && mismatch_at.is_none()
             {
@@ -274,7 +278,7 @@ pub fn verify_with(a: &Archive, against: Option<&Path>, progress: bool) -> Verif
             });
         }
     }
-    bar.finish_and_clear();
+    drop(bar);
     rep.chunks_checked = a.chunks().len();
     if !rep.lossy.is_empty() {
         let bytes_in = rep.lossy.iter().map(|q| q.bytes_in).sum();
@@ -356,8 +360,8 @@ pub enum UnpackError {
 pub struct UnpackOptions {
     /// Replace an existing non-empty output directory.
     pub force: bool,
-    /// Show a progress bar (on a terminal).
-    pub progress: bool,
+    /// Progress and temporary-output reports (silent by default).
+    pub hooks: super::Hooks,
     /// Only these files (indices into `Archive::files`); `None`: every file.
     pub only: Option<Vec<usize>>,
     /// Write every intact file and skip damaged ones instead of stopping at the first.
@@ -429,14 +433,14 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
     let tmp = out.with_file_name(format!(".{name}.upg-tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     // Removed by the `upg` binary's signal thread if the unpack is interrupted.
-    let _registered = crate::cleanup::register(&tmp);
+    let _registered = opts.hooks.temp_created(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| ioe(out, e))?;
     let selected: Vec<usize> = match &opts.only {
         Some(v) => v.clone(),
         None => (0..a.files().len()).collect(),
     };
     let total: u64 = selected.iter().map(|&i| a.files()[i].size).sum();
-    let bar = crate::cli::progress_bar(opts.progress, total, "unpacking");
+    let bar = opts.hooks.start("unpacking", total);
     // setuid (0o4000) and setgid (0o2000) cleared unless asked for; the sticky bit is harmless.
     let mode_mask = if opts.preserve_special_bits {
         0o7777
@@ -459,7 +463,7 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
             let mut write_failed = None;
             let streamed = stream_file(a, fi, |d| {
                 sha.update(d);
-                crate::cli::bar_inc(&bar, d.len() as u64);
+                bar.inc(d.len() as u64);
                 w.write_all(d).map_err(|e| {
                     write_failed = Some(e.to_string());
                     format!("writing {}: {e}", dest.display())
@@ -504,7 +508,7 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
         }
         Ok(())
     })();
-    bar.finish_and_clear();
+    drop(bar);
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);

@@ -135,7 +135,8 @@ pub struct PackOptions {
     /// Worker threads (0 = all cores).
     pub threads: usize,
     pub force: bool,
-    pub progress: bool,
+    /// Progress and temporary-output reports (silent by default).
+    pub hooks: super::Hooks,
     /// Lossy preset for the tensors it applies to (None = lossless archive).
     pub preset: Option<Preset>,
     /// Per-tensor overrides, first match wins: (glob pattern on the tensor name, preset or None
@@ -153,7 +154,7 @@ impl Default for PackOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             threads: 0,
             force: false,
-            progress: false,
+            hooks: super::Hooks::default(),
             preset: None,
             overrides: Vec::new(),
             bits: None,
@@ -784,8 +785,8 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         path: tmp.clone(),
         done: false,
     };
-    // Removed by the `upg` binary's signal thread if the pack is interrupted.
-    let _registered = crate::cleanup::register(&tmp);
+    // The caller may remove it if the process is interrupted (the `upg` binary's signal thread).
+    let _registered = opts.hooks.temp_created(&tmp);
     // Errors name the output the user asked for, not the hidden temporary beside it.
     let out_file = File::create(&tmp).map_err(|e| io_err(output, e))?;
     // Small buffer: encoded chunks (tens to hundreds of KiB) are larger than it and go to the
@@ -798,7 +799,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     let mut next_writeback = WRITEBACK_STEP;
 
     let total_in: u64 = inputs.iter().map(|f| f.size).sum();
-    let bar = crate::cli::progress_bar(opts.progress, total_in, "packing");
+    let bar = opts.hooks.start("packing", total_in);
 
     let mut chunks: Vec<ChunkRecord> = Vec::new();
     let mut dedup: HashMap<(u128, u32, Codec), u32> = HashMap::new();
@@ -1040,7 +1041,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         };
         s.segments[j.seg].chunks.push(id);
         // Counts from the first stored chunk (see `bar_inc`).
-        crate::cli::bar_inc(&bar, data.len() as u64);
+        bar.inc(data.len() as u64);
         Ok(d.stored)
     };
     // Reads into a recycled buffer: resizing a buffer that already held a chunk neither
@@ -1144,7 +1145,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         }
         Ok(())
     })?;
-    bar.finish_and_clear();
+    drop(bar);
 
     summary.chunks = chunks.len() as u64;
     if let Some(preset) = opts.preset {

@@ -315,7 +315,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                     chunk_size,
                     threads,
                     force,
-                    progress: !json && !quiet,
+                    hooks: cli::Terminal::hooks(!json && !quiet),
                     preset,
                     overrides,
                     bits,
@@ -348,7 +348,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             };
             let opts = verify::UnpackOptions {
                 force,
-                progress: !quiet,
+                hooks: cli::Terminal::hooks(!quiet),
                 only,
                 keep_going,
                 preserve_special_bits,
@@ -495,7 +495,13 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             if let Some(root) = &against {
                 check_against(root, &a)?;
             }
-            let r = verify::verify_with(&a, against.as_deref(), !json && !quiet);
+            let r = verify::verify_with(
+                &a,
+                against.as_deref(),
+                &cli::Terminal {
+                    show: !json && !quiet,
+                },
+            );
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -39,7 +39,7 @@ pub fn run(work: &Path) -> Result<usize, String> {
         &archive,
         &PackOptions {
             force: true,
-            progress: true,
+            hooks: super::Terminal::hooks(true),
             ..Default::default()
         },
     )

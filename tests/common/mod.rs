@@ -64,7 +64,6 @@ pub fn pack_dir(dir: &Path, out: &Path, chunk_size: u32) -> upg::archive::writer
             chunk_size,
             threads: 2,
             force: true,
-            progress: false,
             ..Default::default()
         },
     )
