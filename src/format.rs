@@ -431,55 +431,7 @@ impl Index {
         let mut chunks = Vec::with_capacity(n_chunks as usize);
         let mut prev_end = SUPERBLOCK_LEN as u64;
         for id in 0..n_chunks {
-            let bad = |reason: BadChunk| FormatError::BadChunk { id, reason };
-            let offset = r.u64("chunk offset")?;
-            let stored_len = r.u32("chunk stored length")?;
-            let decoded_len = r.u32("chunk decoded length")?;
-            let codec_id = r.u8("chunk codec")?;
-            let codec_param = r.u8("chunk codec")?;
-            let flags = r.u16("chunk flags")?;
-            let stored_hash = r.u64("chunk hash")?;
-            let decoded_hash = r.u64("chunk hash")?;
-            let end = offset
-                .checked_add(u64::from(stored_len))
-                .ok_or(bad(BadChunk::OffsetOverflow))?;
-            if offset < prev_end {
-                return Err(bad(BadChunk::Overlap { offset }));
-            }
-            if end > data_end {
-                return Err(bad(BadChunk::PastDataArea {
-                    offset,
-                    end,
-                    data_end,
-                }));
-            }
-            if decoded_len > MAX_CHUNK_LEN || stored_len > MAX_CHUNK_LEN.saturating_mul(2) {
-                return Err(bad(BadChunk::TooLong {
-                    decoded_len,
-                    stored_len,
-                }));
-            }
-            // A chunk flag could only mean a different way to decode; a reader that does not
-            // know it must refuse rather than serve bytes decoded the old way.
-            if flags != 0 {
-                return Err(bad(BadChunk::UnknownFlags(flags)));
-            }
-            crate::codec::Codec::from_id(codec_id, codec_param).map_err(|_| {
-                bad(BadChunk::UnknownCodec {
-                    id: codec_id,
-                    param: codec_param,
-                })
-            })?;
-            prev_end = end;
-            chunks.push(ChunkRecord {
-                offset,
-                stored_len,
-                decoded_len,
-                codec_id,
-                codec_param,
-                stored_hash,
-                decoded_hash,
-            });
+            chunks.push(parse_chunk(&mut r, id, &mut prev_end, data_end)?);
         }
         // Each file needs at least 2+4+8+32+4 bytes.
         if n_files as usize > r.remaining() / 50 {
@@ -488,105 +440,7 @@ impl Index {
         let mut files = Vec::with_capacity(n_files as usize);
         let mut seen = HashSet::new();
         for index in 0..n_files {
-            let path_len = r.u16("path length")? as usize;
-            let raw = r.bytes(path_len, "path")?;
-            let path = String::from_utf8_lossy(raw).into_owned();
-            let bad = |reason: BadFile| FormatError::BadFile {
-                index,
-                path: path.clone(),
-                reason,
-            };
-            if std::str::from_utf8(raw).is_err() {
-                return Err(bad(BadFile::PathNotUtf8));
-            }
-            validate_path(&path).map_err(|e| bad(BadFile::Path(e)))?;
-            if !seen.insert(path.clone()) {
-                return Err(bad(BadFile::DuplicatePath));
-            }
-            let mode = r.u32("mode")?;
-            let size = r.u64("size")?;
-            let sha256: [u8; 32] = r
-                .bytes(32, "sha256")?
-                .try_into()
-                .map_err(|_| FormatError::Truncated("sha256"))?;
-            let n_seg = r.u32("segment count")?;
-            // A segment needs at least 1+8+4+4 bytes.
-            if n_seg as usize > r.remaining() / 17 {
-                return Err(FormatError::Truncated("segment table"));
-            }
-            let mut segments = Vec::with_capacity(n_seg as usize);
-            let mut total: u64 = 0;
-            for s in 0..n_seg {
-                let kind = match r.u8("segment kind")? {
-                    0 => SegmentKind::Plain,
-                    1 => SegmentKind::StHeader,
-                    2 => SegmentKind::Tensor,
-                    3 => SegmentKind::GgufHeader,
-                    kind => {
-                        return Err(bad(BadFile::UnknownSegmentKind { segment: s, kind }));
-                    }
-                };
-                let len = r.u64("segment length")?;
-                let chunk_size = r.u32("segment chunk size")?;
-                let n = r.u32("segment chunk count")?;
-                if chunk_size == 0 || chunk_size > MAX_CHUNK_LEN {
-                    return Err(bad(BadFile::ChunkSize {
-                        segment: s,
-                        chunk_size,
-                    }));
-                }
-                let expect = len.div_ceil(u64::from(chunk_size));
-                if u64::from(n) != expect {
-                    return Err(bad(BadFile::ChunkCount {
-                        segment: s,
-                        count: n,
-                        len,
-                        chunk_size,
-                    }));
-                }
-                if n as usize > r.remaining() / 4 {
-                    return Err(FormatError::Truncated("segment chunk list"));
-                }
-                let mut ids = Vec::with_capacity(n as usize);
-                for k in 0..u64::from(n) {
-                    let id = r.u32("chunk id")?;
-                    let rec = chunks
-                        .get(id as usize)
-                        .ok_or_else(|| bad(BadFile::ChunkIdOutOfRange { segment: s, id }))?;
-                    let want = (len - k * u64::from(chunk_size)).min(u64::from(chunk_size));
-                    if u64::from(rec.decoded_len) != want {
-                        return Err(bad(BadFile::ChunkLen {
-                            segment: s,
-                            id,
-                            decoded_len: rec.decoded_len,
-                            expected: want,
-                        }));
-                    }
-                    ids.push(id);
-                }
-                total = total
-                    .checked_add(len)
-                    .ok_or_else(|| bad(BadFile::SegmentsOverflow))?;
-                segments.push(Segment {
-                    kind,
-                    len,
-                    chunk_size,
-                    chunks: ids,
-                });
-            }
-            if total != size {
-                return Err(bad(BadFile::SizeMismatch {
-                    covered: total,
-                    size,
-                }));
-            }
-            files.push(FileEntry {
-                path,
-                mode,
-                size,
-                sha256,
-                segments,
-            });
+            files.push(parse_file(&mut r, index, &chunks, &mut seen)?);
         }
         // A path must not be both a file and a directory ("a" and "a/b").
         let index_of: std::collections::HashMap<&str, u32> = files
@@ -625,6 +479,172 @@ impl Index {
             meta,
         })
     }
+}
+
+/// One chunk record, checked against the previous one's end and the data area.
+fn parse_chunk(
+    r: &mut Cursor<'_>,
+    id: u32,
+    prev_end: &mut u64,
+    data_end: u64,
+) -> Result<ChunkRecord, FormatError> {
+    let bad = |reason: BadChunk| FormatError::BadChunk { id, reason };
+    let offset = r.u64("chunk offset")?;
+    let stored_len = r.u32("chunk stored length")?;
+    let decoded_len = r.u32("chunk decoded length")?;
+    let codec_id = r.u8("chunk codec")?;
+    let codec_param = r.u8("chunk codec")?;
+    let flags = r.u16("chunk flags")?;
+    let stored_hash = r.u64("chunk hash")?;
+    let decoded_hash = r.u64("chunk hash")?;
+    let end = offset
+        .checked_add(u64::from(stored_len))
+        .ok_or(bad(BadChunk::OffsetOverflow))?;
+    if offset < *prev_end {
+        return Err(bad(BadChunk::Overlap { offset }));
+    }
+    if end > data_end {
+        return Err(bad(BadChunk::PastDataArea {
+            offset,
+            end,
+            data_end,
+        }));
+    }
+    if decoded_len > MAX_CHUNK_LEN || stored_len > MAX_CHUNK_LEN.saturating_mul(2) {
+        return Err(bad(BadChunk::TooLong {
+            decoded_len,
+            stored_len,
+        }));
+    }
+    // A chunk flag could only mean a different way to decode; a reader that does not
+    // know it must refuse rather than serve bytes decoded the old way.
+    if flags != 0 {
+        return Err(bad(BadChunk::UnknownFlags(flags)));
+    }
+    crate::codec::Codec::from_id(codec_id, codec_param).map_err(|_| {
+        bad(BadChunk::UnknownCodec {
+            id: codec_id,
+            param: codec_param,
+        })
+    })?;
+    *prev_end = end;
+    Ok(ChunkRecord {
+        offset,
+        stored_len,
+        decoded_len,
+        codec_id,
+        codec_param,
+        stored_hash,
+        decoded_hash,
+    })
+}
+
+/// One file entry, its path checked and its segments checked against `chunks`.
+fn parse_file(
+    r: &mut Cursor<'_>,
+    index: u32,
+    chunks: &[ChunkRecord],
+    seen: &mut HashSet<String>,
+) -> Result<FileEntry, FormatError> {
+    let path_len = r.u16("path length")? as usize;
+    let raw = r.bytes(path_len, "path")?;
+    let path = String::from_utf8_lossy(raw).into_owned();
+    let bad = |reason: BadFile| FormatError::BadFile {
+        index,
+        path: path.clone(),
+        reason,
+    };
+    if std::str::from_utf8(raw).is_err() {
+        return Err(bad(BadFile::PathNotUtf8));
+    }
+    validate_path(&path).map_err(|e| bad(BadFile::Path(e)))?;
+    if !seen.insert(path.clone()) {
+        return Err(bad(BadFile::DuplicatePath));
+    }
+    let mode = r.u32("mode")?;
+    let size = r.u64("size")?;
+    let sha256: [u8; 32] = r
+        .bytes(32, "sha256")?
+        .try_into()
+        .map_err(|_| FormatError::Truncated("sha256"))?;
+    let n_seg = r.u32("segment count")?;
+    // A segment needs at least 1+8+4+4 bytes.
+    if n_seg as usize > r.remaining() / 17 {
+        return Err(FormatError::Truncated("segment table"));
+    }
+    let mut segments = Vec::with_capacity(n_seg as usize);
+    let mut total: u64 = 0;
+    for s in 0..n_seg {
+        let kind = match r.u8("segment kind")? {
+            0 => SegmentKind::Plain,
+            1 => SegmentKind::StHeader,
+            2 => SegmentKind::Tensor,
+            3 => SegmentKind::GgufHeader,
+            kind => {
+                return Err(bad(BadFile::UnknownSegmentKind { segment: s, kind }));
+            }
+        };
+        let len = r.u64("segment length")?;
+        let chunk_size = r.u32("segment chunk size")?;
+        let n = r.u32("segment chunk count")?;
+        if chunk_size == 0 || chunk_size > MAX_CHUNK_LEN {
+            return Err(bad(BadFile::ChunkSize {
+                segment: s,
+                chunk_size,
+            }));
+        }
+        let expect = len.div_ceil(u64::from(chunk_size));
+        if u64::from(n) != expect {
+            return Err(bad(BadFile::ChunkCount {
+                segment: s,
+                count: n,
+                len,
+                chunk_size,
+            }));
+        }
+        if n as usize > r.remaining() / 4 {
+            return Err(FormatError::Truncated("segment chunk list"));
+        }
+        let mut ids = Vec::with_capacity(n as usize);
+        for k in 0..u64::from(n) {
+            let id = r.u32("chunk id")?;
+            let rec = chunks
+                .get(id as usize)
+                .ok_or_else(|| bad(BadFile::ChunkIdOutOfRange { segment: s, id }))?;
+            let want = (len - k * u64::from(chunk_size)).min(u64::from(chunk_size));
+            if u64::from(rec.decoded_len) != want {
+                return Err(bad(BadFile::ChunkLen {
+                    segment: s,
+                    id,
+                    decoded_len: rec.decoded_len,
+                    expected: want,
+                }));
+            }
+            ids.push(id);
+        }
+        total = total
+            .checked_add(len)
+            .ok_or_else(|| bad(BadFile::SegmentsOverflow))?;
+        segments.push(Segment {
+            kind,
+            len,
+            chunk_size,
+            chunks: ids,
+        });
+    }
+    if total != size {
+        return Err(bad(BadFile::SizeMismatch {
+            covered: total,
+            size,
+        }));
+    }
+    Ok(FileEntry {
+        path,
+        mode,
+        size,
+        sha256,
+        segments,
+    })
 }
 
 /// A relative path is safe when it names something strictly inside the mount: non-empty, no
