@@ -261,23 +261,7 @@ pub fn verify_with(
             None => {}
         }
     }
-    let orphans: Vec<u32> = (0..a.chunks().len() as u32)
-        .filter(|&c| !referenced[c as usize])
-        .collect();
-    for r in orphans
-        .par_iter()
-        .map(|&c| a.decode_chunk_uncached(c))
-        .collect::<Vec<_>>()
-    {
-        if let Err(e) = r {
-            rep.problems.push(Problem {
-                file: None,
-                offset: None,
-                message: e.to_string(),
-                length: None,
-            });
-        }
-    }
+    check_orphans(a, &referenced, &mut rep);
     drop(bar);
     rep.chunks_checked = a.chunks().len();
     if !rep.lossy.is_empty() {
@@ -299,6 +283,27 @@ pub fn verify_with(
         extra_originals(root, "", a, &mut rep);
     }
     rep
+}
+
+/// Decode (and so check) the chunks no file references, which no file scan has read.
+fn check_orphans(a: &Archive, referenced: &[bool], rep: &mut VerifyReport) {
+    let orphans: Vec<u32> = (0..a.chunks().len() as u32)
+        .filter(|&c| !referenced[c as usize])
+        .collect();
+    for r in orphans
+        .par_iter()
+        .map(|&c| a.decode_chunk_uncached(c))
+        .collect::<Vec<_>>()
+    {
+        if let Err(e) = r {
+            rep.problems.push(Problem {
+                file: None,
+                offset: None,
+                message: e.to_string(),
+                length: None,
+            });
+        }
+    }
 }
 
 fn original_path(root: &Path, a: &Archive, rel: &str) -> PathBuf {
