@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 cargo build --release --bins
 # tests/gguf.rs writes its GGUF with the PyPI gguf package (llama.cpp's gguf-py).
 python3 -c "import gguf, numpy" 2>/dev/null || python3 -m pip install -q gguf==0.19.0 numpy
+# tests/remote.rs starts a real S3-compatible server (moto's, SigV4 checked) on 127.0.0.1.
+python3 -c "import moto.server, boto3, flask" 2>/dev/null || python3 -m pip install -q "moto[server]==5.2.1"
 cargo test --release -- --test-threads=2
 # The codec tests once more per rANS path this CPU has, each forced with UPG_SIMD (the run above
 # used the best one); a path the CPU lacks is named as not run.

@@ -55,9 +55,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// request that fails costs little to retry.
 pub const COALESCE_LIMIT: usize = 8 << 20;
 
-/// Bytes of finished requests kept for readers that arrive just after the data did (before the
-/// read-ahead has decoded it into the cache): 64 MiB, a few windows of 8 MiB requests.
-const RECENT_BYTES: usize = 64 << 20;
+/// Bytes of finished read-ahead requests kept for readers that arrive just after the data did
+/// (before the read-ahead has decoded it into the cache): 32 MiB, four 8 MiB requests. Only
+/// requests of at least [`RECENT_MIN`] bytes are kept: a single chunk's read goes to the cache.
+const RECENT_BYTES: usize = 32 << 20;
+/// Smallest finished request kept: 512 KiB, more than one chunk stored at the default 256 KiB
+/// chunk size (a merged read-ahead run, not a single chunk read).
+const RECENT_MIN: usize = 512 << 10;
 /// At most this many flights (running or recent) are tracked; lookups scan the list.
 const MAX_FLIGHTS: usize = 512;
 
@@ -320,6 +324,7 @@ impl Failure {
     fn from_store(e: object_store::Error) -> Failure {
         use object_store::Error as E;
         let msg = e.to_string();
+        let status = http_status(&msg);
         let (kind, retry) = match &e {
             E::NotFound { .. } => (io::ErrorKind::NotFound, false),
             E::Precondition { .. } => (io::ErrorKind::Other, false),
@@ -329,15 +334,38 @@ impl Failure {
             E::NotSupported { .. } | E::NotImplemented { .. } | E::InvalidPath { .. } => {
                 (io::ErrorKind::Unsupported, false)
             }
-            _ => (io::ErrorKind::Other, true),
+            // 5xx (503 SlowDown included), 408, 429 and answers that never came are worth
+            // another try; any other 4xx will not change by asking again.
+            _ => match status {
+                Some(412) => (io::ErrorKind::Other, false),
+                Some(401 | 403) => (io::ErrorKind::PermissionDenied, false),
+                Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
+                    (io::ErrorKind::InvalidInput, false)
+                }
+                _ => (io::ErrorKind::Other, true),
+            },
         };
-        let msg = if matches!(e, E::Precondition { .. }) {
+        let msg = if matches!(e, E::Precondition { .. }) || status == Some(412) {
             format!("object replaced since it was opened (its ETag changed): {msg}")
+        } else if matches!(status, Some(400 | 401 | 403)) {
+            format!(
+                "the server refused the request (HTTP {}): check the credentials \
+                 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE), the \
+                 region and the endpoint: {msg}",
+                status.unwrap_or_default()
+            )
         } else {
             msg
         };
         Failure { kind, msg, retry }
     }
+}
+
+/// The HTTP status in a client error message ("... status code: 403 Forbidden ..."): the
+/// client's status accessor is crate-private, its message format is stable.
+fn http_status(msg: &str) -> Option<u16> {
+    let at = msg.find("status code: ")? + "status code: ".len();
+    msg.get(at..at + 3)?.parse().ok()
 }
 
 impl Remote {
@@ -497,22 +525,27 @@ impl Remote {
 
     /// Keys of the `.upg` objects directly under `prefix` (which ends in `/` or is empty), sorted.
     pub fn list_archives(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let p = prefix.trim_end_matches('/');
-        let pp = (!p.is_empty()).then(|| self.obj_path(p));
-        let list = self.retry(&format!("{}/{prefix}: LIST", self.origin), None, |store| {
-            let pp = pp.clone();
-            async move {
+        use futures::TryStreamExt;
+        // A plain listing filtered here, not a delimiter query: some S3-compatible servers
+        // (moto among them) mis-sign query values holding '/', and this works everywhere.
+        let all = self.retry(
+            &format!("{}/{prefix}: LIST", self.origin),
+            None,
+            |store| async move {
                 store
-                    .list_with_delimiter(pp.as_ref())
+                    .list(None)
+                    .try_collect::<Vec<_>>()
                     .await
                     .map_err(Failure::from_store)
-            }
-        })?;
-        let mut keys: Vec<String> = list
-            .objects
+            },
+        )?;
+        let mut keys: Vec<String> = all
             .into_iter()
             .map(|o| o.location.to_string())
-            .filter(|k| k.ends_with(".upg"))
+            .filter(|k| {
+                k.strip_prefix(prefix)
+                    .is_some_and(|rest| !rest.contains('/') && rest.ends_with(".upg"))
+            })
             .collect();
         keys.sort();
         Ok(keys)
@@ -545,9 +578,16 @@ impl Remote {
         let mut upload = live
             .rt
             .block_on(live.upload_store.put_multipart(&path))
-            .map_err(|e| StorageError::new(io::ErrorKind::Other, format!("{what}: {e}")))?;
+            .map_err(|e| {
+                let f = Failure::from_store(e);
+                StorageError::new(f.kind, format!("{what}: {}", f.msg))
+            })?;
         let err = |e: &dyn std::fmt::Display| {
             StorageError::new(io::ErrorKind::Other, format!("{what}: {e}"))
+        };
+        let store_err = |e: object_store::Error| {
+            let f = Failure::from_store(e);
+            StorageError::new(f.kind, format!("{what}: {}", f.msg))
         };
         let result = (|| -> Result<(), StorageError> {
             let mut pending = VecDeque::new();
@@ -568,7 +608,7 @@ impl Remote {
                         live.rt
                             .block_on(h)
                             .map_err(|e| err(&e))?
-                            .map_err(|e| err(&e))?;
+                            .map_err(store_err)?;
                         progress(end);
                     }
                 } else if off >= len {
@@ -578,7 +618,7 @@ impl Remote {
             live.rt
                 .block_on(upload.complete())
                 .map(|_| ())
-                .map_err(|e| err(&e))
+                .map_err(store_err)
         })();
         if result.is_err() {
             let _ = live.rt.block_on(upload.abort());
@@ -811,7 +851,11 @@ impl Flights {
         f.cv.notify_all();
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match kept {
-            Some(n) => g.recent_bytes += n,
+            Some(n) if n >= RECENT_MIN => g.recent_bytes += n,
+            Some(_) => {
+                // Not kept: forget its bytes too, so trim's accounting stays exact.
+                g.list.retain(|x| !Arc::ptr_eq(x, f));
+            }
             None => g.list.retain(|x| !Arc::ptr_eq(x, f)),
         }
         Self::trim(&mut g);
@@ -870,16 +914,20 @@ mod tests {
     #[test]
     fn flights_share_and_forget_failures() {
         let fl = Flights::default();
-        let f = fl.start(100, 200);
+        let n = RECENT_MIN as u64;
+        let f = fl.start(100, 100 + n);
         assert!(fl.join(120, 180).is_some());
         assert!(fl.join(50, 150).is_none());
-        fl.finish(&f, Some(bytes::Bytes::from(vec![7u8; 100])));
-        let j = fl.join(150, 200).unwrap();
-        assert_eq!(j.wait().unwrap().len(), 100);
-        let g = fl.start(300, 400);
+        fl.finish(&f, Some(bytes::Bytes::from(vec![7u8; RECENT_MIN])));
+        let j = fl.join(150, 100 + n).unwrap();
+        assert_eq!(j.wait().unwrap().len(), RECENT_MIN);
+        let small = fl.start(10, 20);
+        fl.finish(&small, Some(bytes::Bytes::from(vec![1u8; 10])));
+        assert!(fl.join(10, 20).is_none(), "a one-chunk read is not kept");
+        let g = fl.start(10 * n, 11 * n);
         fl.finish(&g, None);
         assert!(
-            fl.join(300, 400).is_none(),
+            fl.join(10 * n, 11 * n).is_none(),
             "a failed request is not joined"
         );
     }

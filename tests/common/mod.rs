@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: build model directories, pack them, read them back.
 #![allow(dead_code)]
 
+pub mod mount;
+
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::Dtype;
