@@ -6,24 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::mount::{
+    Guard, drop_page_cache, exit_within, is_mounted, skip_fuse, umount, wait_until,
+};
 use upg::archive::Archive;
 use upg::archive::writer::{PackOptions, pack};
 use upg::synth::{DEMO, ModelShape, write_model};
 
 const BIN: &str = env!("CARGO_BIN_EXE_upg-mount");
-
-fn skip() -> bool {
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("skipping FUSE test: /dev/fuse is missing");
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping FUSE test: not root (fuser mounts with mount(2) as root)");
-        return true;
-    }
-    false
-}
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -56,22 +48,6 @@ fn fixture(shape: ModelShape, chunk_size: u32) -> Fixture {
     }
 }
 
-fn is_mounted(mnt: &Path) -> bool {
-    let want = mnt.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `upg-mount -f` as a child; returns once the kernel mount is up.
 fn mount_fg(archives: &[&Path], mnt: &Path, extra: &[&str]) -> Child {
     let mut c = Command::new(BIN);
@@ -85,86 +61,6 @@ fn mount_fg(archives: &[&Path], mnt: &Path, extra: &[&str]) -> Child {
         is_mounted(mnt)
     });
     child
-}
-
-/// `umount`, as a user would run it. Right after the last `close` the kernel may still hold the
-/// mount for a moment (FUSE sends RELEASE asynchronously, after any async readahead still in
-/// flight, and another test thread's fork can hold a copy of our descriptors until its exec), so
-/// "target is busy" is retried for a bounded time; any other failure, or busy past the deadline,
-/// fails the test with umount's message and the processes that still hold the mount.
-fn umount(mnt: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = Command::new("umount").arg(mnt).output().unwrap();
-        if out.status.success() {
-            return;
-        }
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        if !err.contains("busy") || Instant::now() >= deadline {
-            panic!(
-                "umount {} failed: {err}holders: {:?}",
-                mnt.display(),
-                holders(mnt)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Processes with an open descriptor or a working directory under `mnt` (for failure messages).
-fn holders(mnt: &Path) -> Vec<String> {
-    let mut v = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return v;
-    };
-    for p in procs.flatten() {
-        let pid = p.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let mut links: Vec<PathBuf> = vec![p.path().join("cwd")];
-        if let Ok(fds) = std::fs::read_dir(p.path().join("fd")) {
-            links.extend(fds.flatten().map(|e| e.path()));
-        }
-        for l in links {
-            if std::fs::read_link(&l).is_ok_and(|t| t.starts_with(mnt)) {
-                v.push(format!("{pid}: {}", l.display()));
-            }
-        }
-    }
-    v
-}
-
-/// Unmounts (lazily) and reaps on drop, so a failing test leaves no mount behind.
-struct Guard {
-    mnt: PathBuf,
-    child: Option<Child>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The child's exit status once it exits, or `None` if it is still running after `limit`.
-fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -200,15 +96,9 @@ impl Rng {
     }
 }
 
-fn drop_page_cache(f: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: valid fd; advice only.
-    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-}
-
 #[test]
 fn readdir_stat_bytes_and_random_preads_match() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let f = fixture(DEMO, 256 << 10);
@@ -260,7 +150,7 @@ fn readdir_stat_bytes_and_random_preads_match() {
 
 #[test]
 fn mmap_safetensors_through_mount() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let f = fixture(DEMO, 256 << 10);
@@ -292,7 +182,7 @@ fn mmap_safetensors_through_mount() {
 
 #[test]
 fn concurrent_readers_with_tiny_cache_see_no_mismatch() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     // 64 KiB chunks, 256 KiB cache: the 10 MiB model is ~40 times the cache.
@@ -334,7 +224,7 @@ fn concurrent_readers_with_tiny_cache_see_no_mismatch() {
 
 #[test]
 fn corrupt_chunk_gives_eio_for_its_range_only() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let f = fixture(DEMO, 64 << 10);
@@ -392,7 +282,7 @@ fn corrupt_chunk_gives_eio_for_its_range_only() {
 
 #[test]
 fn sigterm_and_sigint_unmount_cleanly() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let f = fixture(DEMO, 256 << 10);
@@ -414,7 +304,7 @@ fn sigterm_and_sigint_unmount_cleanly() {
 
 #[test]
 fn kill9_leaves_stale_mount_that_remount_recovers() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let f = fixture(DEMO, 256 << 10);
@@ -444,7 +334,7 @@ fn kill9_leaves_stale_mount_that_remount_recovers() {
 
 #[test]
 fn several_archives_mount_as_directories() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let f = fixture(DEMO, 256 << 10);
@@ -465,7 +355,7 @@ fn several_archives_mount_as_directories() {
 
 #[test]
 fn clear_errors_before_mounting() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let f = fixture(
@@ -534,7 +424,7 @@ fn clear_errors_before_mounting() {
 
 #[test]
 fn archive_deleted_while_mounted_keeps_serving() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let f = fixture(DEMO, 256 << 10);
@@ -557,7 +447,7 @@ fn archive_deleted_while_mounted_keeps_serving() {
 /// success, and leave no mount behind.
 #[test]
 fn interrupted_demo_never_hangs_or_leaves_a_mount() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let upg = env!("CARGO_BIN_EXE_upg");
@@ -610,7 +500,7 @@ fn interrupted_demo_never_hangs_or_leaves_a_mount() {
 /// `upg mount` is upg-mount: it daemonizes, returns once the mount is up, and serves the bytes.
 #[test]
 fn upg_mount_alias_mounts_and_serves() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let f = fixture(DEMO, 256 << 10);
