@@ -803,16 +803,11 @@ impl Vfs {
                 .collect();
             ids.dedup();
             for run in a.stored_runs(&ids, limit) {
-                if self.inflight.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH_INFLIGHT {
-                    self.inflight.fetch_sub(1, Ordering::AcqRel);
+                let a = a.clone();
+                // Errors are not cached: the reader's own request fetches again and reports.
+                if !self.spawn_prefetch(pool, move || drop(a.fetch_run(&run))) {
                     return;
                 }
-                let (a, inflight) = (a.clone(), self.inflight.clone());
-                pool.spawn(move || {
-                    // Errors are not cached: the reader's own request fetches again and reports.
-                    let _ = a.fetch_run(&run);
-                    inflight.fetch_sub(1, Ordering::AcqRel);
-                });
             }
             return;
         }
@@ -820,17 +815,31 @@ impl Vfs {
             if a.cache().contains(s.chunk) {
                 continue;
             }
-            if self.inflight.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH_INFLIGHT {
-                self.inflight.fetch_sub(1, Ordering::AcqRel);
+            let (a, id) = (a.clone(), s.chunk);
+            // Errors are not cached: the reader's own request decodes again and reports it.
+            if !self.spawn_prefetch(pool, move || drop(a.chunk(id))) {
                 return;
             }
-            let (a, inflight, id) = (a.clone(), self.inflight.clone(), s.chunk);
-            pool.spawn(move || {
-                // Errors are not cached: the reader's own request decodes again and reports it.
-                let _ = a.chunk(id);
-                inflight.fetch_sub(1, Ordering::AcqRel);
-            });
         }
+    }
+
+    /// Queue one read-ahead job unless [`MAX_PREFETCH_INFLIGHT`] are queued or running already
+    /// (then `false`: the caller stops queueing this window).
+    fn spawn_prefetch(
+        &self,
+        pool: &crate::pool::Pool,
+        job: impl FnOnce() + Send + 'static,
+    ) -> bool {
+        if self.inflight.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH_INFLIGHT {
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        let inflight = self.inflight.clone();
+        pool.spawn(move || {
+            job();
+            inflight.fetch_sub(1, Ordering::AcqRel);
+        });
+        true
     }
 
     /// Read up to `len` bytes of file `ino` at `offset` (clamped to the file size and to

@@ -8,24 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::mount::skip_fuse;
 use upg::archive::Archive;
 use upg::archive::writer::{PackOptions, pack};
 use upg::synth::{DEMO, write_model};
 
 const BIN: &str = env!("CARGO_BIN_EXE_upg-mount");
-
-fn skip() -> bool {
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP: /dev/fuse is missing");
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: not root (fuser mounts with mount(2) as root)");
-        return true;
-    }
-    false
-}
 
 /// A packed demo model with one damaged chunk (the one holding offset 5 MiB of
 /// model.safetensors), and an empty mountpoint.
@@ -210,7 +200,7 @@ fn field(text: &str, key: &str) -> u64 {
 /// reply while unwinding) and every later access got ENOTCONN.
 #[test]
 fn closed_log_pipe_costs_only_the_damaged_reads() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let d = damaged();
@@ -248,7 +238,7 @@ fn closed_log_pipe_costs_only_the_damaged_reads() {
 /// promptly at unmount.
 #[test]
 fn stalled_log_pipe_never_hangs_readers() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let d = damaged();
@@ -283,7 +273,7 @@ fn stalled_log_pipe_never_hangs_readers() {
 /// unmount summary; `--status` reports the EIO answers meanwhile.
 #[test]
 fn daemon_logs_to_a_default_file_and_status_counts_eio() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let d = damaged();
@@ -365,7 +355,7 @@ fn daemon_logs_to_a_default_file_and_status_counts_eio() {
 /// way to a suid mount.
 #[test]
 fn mount8_options_are_accepted_and_flags_work_as_options() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     let d = damaged();
@@ -435,7 +425,7 @@ fn mount_flags(mnt: &Path) -> String {
 /// what to do (permissions or group of /dev/fuse, fusermount3 from fuse3, or root).
 #[test]
 fn non_root_permission_denied_says_what_to_do() {
-    if skip() {
+    if skip_fuse() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;

@@ -415,12 +415,14 @@ fn wrong_secret_is_a_clear_error_and_no_secret_is_ever_printed() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let etag_before = s3
-        .remote(Duration::from_secs(10))
-        .open("t3/m.upg")
-        .unwrap()
-        .etag()
-        .map(str::to_string);
+    let etag = || {
+        s3.remote(Duration::from_secs(10))
+            .open("t3/m.upg")
+            .unwrap()
+            .etag()
+            .map(str::to_string)
+    };
+    let etag_before = etag();
 
     let wrong = "WrOnGsEcReTvAlUe0123456789abcdefWRONG";
     let token = "SeSsIoNtOkEnVaLuE-should-never-appear";
@@ -459,13 +461,7 @@ fn wrong_secret_is_a_clear_error_and_no_secret_is_ever_printed() {
         );
     }
     // The refused upload left the object as it was.
-    let etag_after = s3
-        .remote(Duration::from_secs(10))
-        .open("t3/m.upg")
-        .unwrap()
-        .etag()
-        .map(str::to_string);
-    assert_eq!(etag_before, etag_after);
+    assert_eq!(etag_before, etag());
     // Right secret, trace logging: works, and still prints no secret.
     let mut c = Command::new(UPG);
     s3.env(&mut c)

@@ -314,15 +314,18 @@ fn linear_cost(xs: &[f64], step: f64) -> f64 {
         hist[s] += 1;
     }
     let n = xs.len() as f64;
-    let h: f64 = hist
-        .iter()
+    order0_entropy(&hist, n) + 16.0 * hist[255] as f64 / n
+}
+
+/// Order-0 entropy in bits per symbol of a byte-symbol histogram over `n` symbols.
+fn order0_entropy(hist: &[u64; 256], n: f64) -> f64 {
+    hist.iter()
         .filter(|&&c| c > 0)
         .map(|&c| {
             let p = c as f64 / n;
             -p * p.log2()
         })
-        .sum();
-    h + 16.0 * hist[255] as f64 / n
+        .sum()
 }
 
 impl TensorPlan {

@@ -16,7 +16,7 @@
 //! mean KL 0.0197 (equal bits) -> 0.0193 (one step) -> 0.0165 (this rule); at 3.0 bits 0.0827 ->
 //! 0.0772 -> 0.0693.
 
-use super::{FloatKind, MAX_ESC_Q, read_f64, round_away, zigzag};
+use super::{FloatKind, MAX_ESC_Q, order0_entropy, read_f64, round_away, zigzag};
 
 /// Samples per tensor for the budget search: 2^16 keeps the memory of a whole model's samples
 /// small (256 KiB per tensor as f32; 57 MiB for 224 tensors of a 7B model) while the entropy
@@ -90,15 +90,7 @@ impl TensorRate {
             }
         }
         let n = self.xs.len() as f64;
-        let h: f64 = hist
-            .iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| {
-                let p = c as f64 / n;
-                -p * p.log2()
-            })
-            .sum();
-        h + esc_bits as f64 / n
+        order0_entropy(&hist, n) + esc_bits as f64 / n
     }
 }
 
