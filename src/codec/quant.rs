@@ -317,6 +317,17 @@ fn linear_cost(xs: &[f64], step: f64) -> f64 {
     order0_entropy(&hist, n) + 16.0 * hist[255] as f64 / n
 }
 
+/// Every `stride`-th element of `tensor` (elements of `kind`, little-endian) as f64, the
+/// non-finite ones left out: the sample the step searches measure.
+fn finite_samples(kind: FloatKind, tensor: &[u8], stride: usize) -> Vec<f64> {
+    tensor
+        .chunks_exact(kind.elem_size())
+        .step_by(stride)
+        .map(|b| read_f64(kind, b))
+        .filter(|x| x.is_finite())
+        .collect()
+}
+
 /// Order-0 entropy in bits per symbol of a byte-symbol histogram over `n` symbols.
 fn order0_entropy(hist: &[u64; 256], n: f64) -> f64 {
     hist.iter()
@@ -351,12 +362,7 @@ impl TensorPlan {
         };
         match preset.target_bits() {
             Some(target) => {
-                let xs: Vec<f64> = tensor
-                    .chunks_exact(es)
-                    .step_by(stride)
-                    .map(|b| read_f64(kind, b))
-                    .filter(|x| x.is_finite())
-                    .collect();
+                let xs = finite_samples(kind, tensor, stride);
                 // Bracket the step between a robust small scale and the largest magnitude,
                 // so a few huge outliers cannot push the search out of range.
                 let mut mags: Vec<f64> = xs.iter().map(|x| x.abs()).filter(|&x| x > 0.0).collect();

@@ -16,7 +16,7 @@
 //! mean KL 0.0197 (equal bits) -> 0.0193 (one step) -> 0.0165 (this rule); at 3.0 bits 0.0827 ->
 //! 0.0772 -> 0.0693.
 
-use super::{FloatKind, MAX_ESC_Q, order0_entropy, read_f64, round_away, zigzag};
+use super::{FloatKind, MAX_ESC_Q, finite_samples, order0_entropy, round_away, zigzag};
 
 /// Samples per tensor for the budget search: 2^16 keeps the memory of a whole model's samples
 /// small (256 KiB per tensor as f32; 57 MiB for 224 tensors of a 7B model) while the entropy
@@ -44,12 +44,7 @@ impl TensorRate {
         let cols = shape.last().copied().unwrap_or(1);
         // coprime with the row length, as in the presets' step search (`search_stride`)
         let stride = coprime_stride(n.div_ceil(BUDGET_SAMPLES).max(1), cols);
-        let xs: Vec<f64> = tensor
-            .chunks_exact(es)
-            .step_by(stride)
-            .map(|b| read_f64(kind, b))
-            .filter(|x| x.is_finite())
-            .collect();
+        let xs = finite_samples(kind, tensor, stride);
         let rms = if xs.is_empty() {
             0.0
         } else {
