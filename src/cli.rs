@@ -173,14 +173,30 @@ pub fn human(n: u64) -> String {
     }
 }
 
-/// "1.52x, 34.1% saved" for `bytes_in` stored as `bytes_out`.
+/// "1.52x, 34.1% saved" for `bytes_in` stored as `bytes_out` ("0.014x, larger by 6.90 KiB"
+/// when the output is the larger).
 pub fn ratio(bytes_in: u64, bytes_out: u64) -> String {
     if bytes_in == 0 {
         return "-".into();
     }
     let r = bytes_in as f64 / bytes_out.max(1) as f64;
+    if bytes_out > bytes_in {
+        // Tiny inputs: a percentage "saved" would read -7150.00%.
+        return format!("{r:.3}x, larger by {}", human(bytes_out - bytes_in));
+    }
     let saved = 100.0 * (1.0 - bytes_out as f64 / bytes_in as f64);
     format!("{r:.3}x, {saved:.2}% saved")
+}
+
+/// The pack's notices and warnings, on stderr: they are not part of the table (and survive
+/// `> file` and `--json`).
+pub fn print_pack_notes(s: &crate::archive::writer::PackSummary) {
+    for n in &s.notices {
+        eprintln!("note: {n}");
+    }
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// Print the pack summary table; `all_tensors`: every lossy tensor's row, not only the worst.
@@ -225,10 +241,7 @@ pub fn print_pack_summary(
             human(s.dedup_bytes)
         );
     }
-    // Notices go to stderr: they are warnings, not part of the table (and survive `> file`).
-    for n in &s.notices {
-        eprintln!("note: {n}");
-    }
+    print_pack_notes(s);
     if let Some(t) = &s.lossy_total {
         print_quality(&s.lossy, t, all_tensors);
     }

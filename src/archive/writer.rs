@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -43,6 +43,7 @@ use crate::{gguf, st};
 
 mod budget;
 mod hash;
+pub mod input;
 
 /// Default decoded chunk size. 256 KiB: a 4 KiB random read decodes at most this much (about
 /// 0.2 ms at 1.5 GiB/s), while per-chunk coder tables cost well under 0.1% of ratio at this size
@@ -86,9 +87,12 @@ pub enum PackError {
     /// The input path does not exist.
     #[error("input {0} does not exist")]
     InputMissing(PathBuf),
-    /// The input directory holds no regular files.
-    #[error("input {0} holds no files to pack")]
+    /// The input directory holds no regular files (or every one is excluded).
+    #[error("input {0} holds no files to pack (after excludes)")]
     InputEmpty(PathBuf),
+    /// A Hugging Face cache repository whose snapshot to pack cannot be chosen.
+    #[error("{path} {msg}")]
+    HfCache { path: PathBuf, msg: String },
     /// The input is neither a directory nor a `.safetensors` or GGUF file.
     #[error("input {0} is neither a directory nor a .safetensors or GGUF file")]
     InputKind(PathBuf),
@@ -146,6 +150,10 @@ pub struct PackOptions {
     /// preset selects are then quantized with steps from one model-wide allocation
     /// (`budget.rs`) instead of the preset's own rate; `preset` still selects them.
     pub bits: Option<f64>,
+    /// `--exclude`: glob patterns of input paths not to store (see [`input::exclude_matches`]).
+    pub exclude: Vec<String>,
+    /// Skip [`input::DEFAULT_EXCLUDES`] (`.git`, `.cache/huggingface`) too, saying so.
+    pub default_excludes: bool,
 }
 
 impl Default for PackOptions {
@@ -158,6 +166,8 @@ impl Default for PackOptions {
             preset: None,
             overrides: Vec::new(),
             bits: None,
+            exclude: Vec::new(),
+            default_excludes: true,
         }
     }
 }
@@ -267,8 +277,12 @@ pub struct PackSummary {
     pub lossy: Vec<TensorQuality>,
     /// Lossy archives: whole-model figures over the quantized tensors.
     pub lossy_total: Option<TensorQuality>,
-    /// Tensors a preset pattern matched but that stayed lossless, with the reason.
+    /// What was chosen or skipped (a Hugging Face cache's snapshot, excluded paths, tensors a
+    /// preset pattern matched but that stayed lossless), for stderr.
     pub notices: Vec<String>,
+    /// The archive is likely not what the user expects (no tensors found, a PyTorch pickle,
+    /// an archive larger than its input), for stderr.
+    pub warnings: Vec<String>,
     /// `--bits`: the budget, the size predicted before packing, and the archive's real
     /// bytes x 8 / weights.
     pub bits_budget: Option<BitsBudget>,
@@ -288,105 +302,6 @@ struct InputFile {
     rel: String,
     mode: u32,
     size: u64,
-}
-
-/// Collect the input files: a single `.safetensors` file, or every regular file under a directory
-/// (sorted, so archives are reproducible). Symlinks to regular files are followed (Hugging Face's
-/// cache stores snapshots as links into a blob store); links to directories and dangling links are
-/// refused by name, so nothing outside the input is pulled in by surprise and no loop is possible.
-fn collect(input: &Path) -> Result<Vec<InputFile>, PackError> {
-    let meta = std::fs::metadata(input).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => PackError::InputMissing(input.to_path_buf()),
-        _ => io_err(input, e),
-    })?;
-    if meta.is_file() {
-        let gguf = is_gguf_file(input).map_err(|e| io_err(input, e))?;
-        if !gguf && input.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-            return Err(PackError::InputKind(input.to_path_buf()));
-        }
-        let rel = input
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| PackError::BadPath {
-                path: input.into(),
-                msg: "name is not UTF-8".into(),
-            })?
-            .to_string();
-        return Ok(vec![InputFile {
-            abs: input.to_path_buf(),
-            rel,
-            mode: meta.permissions().mode() & 0o7777,
-            size: meta.len(),
-        }]);
-    }
-    if !meta.is_dir() {
-        return Err(PackError::InputKind(input.to_path_buf()));
-    }
-    let mut out = Vec::new();
-    walk(input, "", &mut out)?;
-    if out.is_empty() {
-        return Err(PackError::InputEmpty(input.to_path_buf()));
-    }
-    Ok(out)
-}
-
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<InputFile>) -> Result<(), PackError> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| io_err(dir, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| io_err(dir, e))?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let name = e
-            .file_name()
-            .into_string()
-            .map_err(|_| PackError::BadPath {
-                path: path.clone(),
-                msg: "name is not UTF-8".into(),
-            })?;
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        format::validate_path(&rel).map_err(|m| PackError::BadPath {
-            path: path.clone(),
-            msg: m.to_string(),
-        })?;
-        let lmeta = std::fs::symlink_metadata(&path).map_err(|e| io_err(&path, e))?;
-        let meta = if lmeta.file_type().is_symlink() {
-            let m = std::fs::metadata(&path).map_err(|_| PackError::Symlink {
-                path: path.clone(),
-                msg: "dangling symbolic link".into(),
-            })?;
-            if m.is_dir() {
-                return Err(PackError::Symlink {
-                    path: path.clone(),
-                    msg: "symbolic link to a directory (not followed; copy or remove it)".into(),
-                });
-            }
-            m
-        } else {
-            lmeta
-        };
-        if meta.is_dir() {
-            walk(&path, &rel, out)?;
-        } else if meta.is_file() {
-            out.push(InputFile {
-                abs: path,
-                rel,
-                mode: meta.permissions().mode() & 0o7777,
-                size: meta.len(),
-            });
-        } else {
-            return Err(PackError::BadPath {
-                path,
-                msg: "not a regular file, directory or symlink (device, socket or fifo)".into(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// How one segment is coded.
@@ -718,9 +633,12 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         )));
     }
     let t0 = Instant::now();
-    let inputs = collect(input)?;
+    let input::Collected {
+        files: inputs,
+        mut notices,
+        mut warnings,
+    } = input::collect(input, opts)?;
     check_output(input, output, opts.force)?;
-    let mut notices = Vec::new();
     let plans: Vec<Vec<SegPlan>> = inputs
         .iter()
         .map(|f| plan_file(f, opts, &mut notices))
@@ -893,6 +811,18 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         }
     }
     file_jobs.push(jobs.len());
+    if summary.tensors == 0 {
+        warnings.push(format!(
+            "no tensors found in {} (no .safetensors or GGUF file with tensors): {} stored with \
+             lossless zstd only, no float coding",
+            input.display(),
+            if inputs.len() == 1 {
+                "its file is".to_string()
+            } else {
+                format!("its {} files are", inputs.len())
+            }
+        ));
+    }
     // Whole-file SHA-256 on hasher threads (see `hash`): one per file, several files at once.
     // One hasher keeps up with about four encoder threads (SHA-256 ~1.5-2 GB/s, encoding
     // ~0.4-0.5 GB/s per thread); more than 8 at once would only compete for memory bandwidth.
@@ -1210,6 +1140,16 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     guard.done = true;
     summary.bytes_in = total_in;
     summary.bytes_out = pos + ib.len() as u64 + format::FOOTER_LEN as u64;
+    if summary.bytes_out > total_in {
+        warnings.push(format!(
+            "archive is larger than input by {} bytes ({} in, {} out): the index and framing \
+             outweigh what compression saved",
+            summary.bytes_out - total_in,
+            total_in,
+            summary.bytes_out
+        ));
+    }
+    summary.warnings = warnings;
     if let (Some(b), Some(target)) = (&budget, opts.bits) {
         summary.bits_budget = Some(BitsBudget {
             target,

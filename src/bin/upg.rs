@@ -35,7 +35,9 @@ struct Cli {
 enum Cmd {
     /// Pack a model directory or one .safetensors file into an archive.
     Pack {
-        /// Model directory (every file is stored) or a single .safetensors file.
+        /// Model directory (every file is stored, less --exclude), a Hugging Face cache
+        /// repository (`models--ORG--NAME`: the snapshot refs/main names, or the only one), or a
+        /// single .safetensors or GGUF file.
         input: PathBuf,
         /// Output archive path (written to a temporary name, renamed when complete), or
         /// s3://BUCKET/KEY.upg: packed to a temporary file in $TMPDIR, then sent with a
@@ -78,6 +80,15 @@ enum Cmd {
         /// Lossy: list every quantized tensor's error figures (default: the worst few).
         #[arg(long)]
         tensors: bool,
+        /// Do not store input paths matching PATTERN (glob, `*` and `?`; repeatable). A pattern
+        /// with a `/` matches the path below the input (`onnx/*`), one without matches a file
+        /// or directory name at any depth (`*.pt`, `pytorch_model*.bin`).
+        #[arg(long, value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// Store `.git` and `.cache/huggingface` too (skipped by default, with a note: a git
+        /// checkout's LFS objects and the Hub's download cache are second copies of the files).
+        #[arg(long)]
+        no_default_excludes: bool,
         #[command(flatten)]
         remote: cli::remote::RemoteArgs,
     },
@@ -264,6 +275,8 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             overrides,
             keep,
             tensors,
+            exclude,
+            no_default_excludes,
             remote,
         } => {
             let (mut preset, overrides) = lossy_options(preset.as_deref(), &overrides, &keep)?;
@@ -319,6 +332,8 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                     preset,
                     overrides,
                     bits,
+                    exclude,
+                    default_excludes: !no_default_excludes,
                 },
             )?;
             if let Some(u) = &upload_to {
@@ -326,6 +341,9 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
+                if !quiet {
+                    cli::print_pack_notes(&s);
+                }
             } else if !quiet {
                 cli::print_pack_summary(&s, &output, tensors);
             }
