@@ -192,10 +192,10 @@ pub fn ratio(bytes_in: u64, bytes_out: u64) -> String {
 /// `> file` and `--json`).
 pub fn print_pack_notes(s: &crate::archive::writer::PackSummary) {
     for n in &s.notices {
-        eprintln!("note: {n}");
+        eprintln!("note: {}", crate::text::escaped(n));
     }
     for w in &s.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", crate::text::escaped(w));
     }
 }
 
@@ -301,8 +301,8 @@ pub fn print_quality(
     for r in shown.into_iter().chain(std::iter::once(total)) {
         println!(
             "  {:<56} {:<12} {:>7.3} {:>7.2} {:>8.2} {:>9.5} {:>10.3e}",
-            r.name,
-            r.preset,
+            crate::text::escaped(&r.name),
+            crate::text::escaped(&r.preset),
             r.bits_per_weight,
             r.bytes_in as f64 / r.stored.max(1) as f64,
             r.snr_db,

@@ -260,7 +260,13 @@ impl Filesystem for UpgFs {
     /// fuser's defaults stay: `max_background` 16 (congestion at 12) already keeps sixteen
     /// 1 MiB readahead requests in flight, more than two cores decode at once; `max_write` is
     /// irrelevant (read-only). The readahead size is set later (see [`set_bdi_readahead`]).
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> io::Result<()> {
+    ///
+    /// `FUSE_ASYNC_DIO` where the kernel offers it: an `O_DIRECT` read larger than one request
+    /// is then sent as several requests at once and fails whole when any of them fails (without
+    /// it the kernel returns the requests before the failed one as a short read).
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Err only when the kernel lacks the capability: reads still work, as before.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
         Ok(())
     }
 

@@ -12,4 +12,5 @@ pub mod pool;
 pub mod st;
 pub mod storage;
 pub mod synth;
+pub mod text;
 pub mod vfs;

@@ -34,7 +34,7 @@ use std::time::SystemTime;
 use crate::archive::{Archive, ArchiveError, OpenOptions};
 
 /// Errors of the filesystem model. Each maps to one errno in [`VfsError::errno`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum VfsError {
     /// No entry with that name, or no such inode.
     #[error("no such file or directory")]
@@ -148,6 +148,19 @@ const PREFETCH_START: u64 = 1 << 20;
 /// Prefetch jobs queued or running at once, over all handles: keeps a burst of readers from
 /// queueing unbounded work (each job holds one decoded chunk at most).
 const MAX_PREFETCH_INFLIGHT: usize = 64;
+
+/// Failed read ranges remembered (see [`Vfs::read_at_with`]); the oldest is forgotten first.
+const MAX_FAILED_RANGES: usize = 1024;
+
+/// A read request that failed on damaged or unreadable archive data: later requests that lie
+/// inside it fail the same way.
+#[derive(Debug)]
+struct FailedRange {
+    ino: u64,
+    start: u64,
+    end: u64,
+    err: VfsError,
+}
 
 /// What kind of node an inode is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +297,7 @@ pub struct Vfs {
     reads: AtomicU64,
     eio: AtomicU64,
     last_error: Mutex<Option<String>>,
+    failed: Mutex<std::collections::VecDeque<FailedRange>>,
     status_hook: std::sync::OnceLock<StatusHook>,
 }
 
@@ -494,6 +508,7 @@ impl Vfs {
             reads: AtomicU64::new(0),
             eio: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            failed: Mutex::new(std::collections::VecDeque::new()),
             status_hook: std::sync::OnceLock::new(),
         })
     }
@@ -853,6 +868,12 @@ impl Vfs {
     /// read over several chunks are decoded in parallel: all but the first go to the decode
     /// pool while this thread decodes the first (whoever comes first decodes a chunk, the
     /// others wait for it, so a queued job that starts late costs nothing).
+    ///
+    /// A request that covers a damaged chunk fails whole, and so does every later request that
+    /// lies inside a range that failed (the last [`MAX_FAILED_RANGES`] are remembered). The
+    /// kernel needs the second rule: when a readahead request fails it retries the pages of the
+    /// reader's range one by one, and without it the pages before the damage would succeed and
+    /// `read(2)` would return the good prefix as a short read instead of `EIO`.
     pub fn read_at_with<R>(
         &self,
         ino: u64,
@@ -867,6 +888,12 @@ impl Vfs {
             .min(size);
         if offset >= end {
             return Ok(f(&[]));
+        }
+        if let Some(err) = self.inside_failed(ino, offset, end) {
+            // Logged like the first failure: every EIO answer has its line.
+            self.eio.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("read failed: {}", crate::text::escaped(&err.to_string()));
+            return Err(err);
         }
         if let (Some(pool), Ok(spans)) = (&self.pool, m.archive.spans(file, offset, end - offset)) {
             for s in spans.iter().skip(1) {
@@ -901,13 +928,43 @@ impl Vfs {
                     offset: at,
                     source: Box::new(e.root().clone()),
                 };
-                tracing::error!("read failed: {err}");
+                self.remember_failed(ino, offset, end, &err);
+                // The file name comes from the archive: escaped for the log and the status.
+                let msg = format!("read failed: {}", crate::text::escaped(&err.to_string()));
+                tracing::error!("{msg}");
                 self.eio.fetch_add(1, Ordering::Relaxed);
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("read failed: {err}"));
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
                 Err(err)
             }
         }
+    }
+
+    fn lock_failed(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<FailedRange>> {
+        // Plain data, consistent after every push/pop: a poisoned lock is still usable.
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The error of a remembered failed request that contains `[start, end)` of `ino`.
+    fn inside_failed(&self, ino: u64, start: u64, end: u64) -> Option<VfsError> {
+        let failed = self.lock_failed();
+        failed
+            .iter()
+            .rev()
+            .find(|r| r.ino == ino && r.start <= start && end <= r.end)
+            .map(|r| r.err.clone())
+    }
+
+    fn remember_failed(&self, ino: u64, start: u64, end: u64, err: &VfsError) {
+        let mut failed = self.lock_failed();
+        if failed.len() >= MAX_FAILED_RANGES {
+            failed.pop_front();
+        }
+        failed.push_back(FailedRange {
+            ino,
+            start,
+            end,
+            err: err.clone(),
+        });
     }
 
     /// Statistics for `statfs`: blocks are the stored (compressed) bytes of all archives, none

@@ -375,3 +375,95 @@ fn unpack_clears_setuid_setgid_unless_asked() {
     assert_eq!(mode(&out2.join("suid.sh")), 0o4755);
     assert_eq!(mode(&out2.join("sgid.sh")), 0o2750);
 }
+
+/// Run `upg args`; returns (exit code, stdout, stderr) as raw bytes.
+fn upg_raw(args: &[&str]) -> (Option<i32>, Vec<u8>, Vec<u8>) {
+    let o = Command::new(env!("CARGO_BIN_EXE_upg"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (o.status.code(), o.stdout, o.stderr)
+}
+
+/// Issue 13 item 6: stored names reached the terminal raw (`ESC ] 0 ; ... BEL` retitles it, a
+/// newline forges a line). Every text output that names a stored file (ls, inspect, verify,
+/// unpack's messages and errors) shows control characters escaped; JSON keeps the exact name.
+#[test]
+fn stored_names_never_reach_the_terminal_raw() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_model(tmp.path());
+    let evil = "evil\x1b]0;pwned\x07\nFAKE LINE\u{202e}.txt";
+    let mut rng = Rng::new(5);
+    let body: Vec<u8> = (0..100_000).map(|_| rng.next_u64() as u8).collect();
+    std::fs::write(dir.join(evil), &body).unwrap();
+    let a = tmp.path().join("a.upg");
+    let (code, _, err) = upg_raw(&["pack", s(&dir), "-o", s(&a), "-q"]);
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&err));
+    let shown = "evil\\x1b]0;pwned\\x07\\nFAKE LINE\\u{202e}.txt";
+    let raw_free = |what: &str, out: &[u8]| {
+        let text = String::from_utf8_lossy(out);
+        assert!(
+            !out.iter().any(|&b| b == 0x1b || b == 0x07)
+                && !text.contains('\u{202e}')
+                && !text.lines().any(|l| l.starts_with("FAKE LINE")),
+            "{what} printed a stored name raw:\n{text:?}"
+        );
+    };
+    let (code, out, err) = upg_raw(&["ls", s(&a)]);
+    assert_eq!(code, Some(0));
+    raw_free("ls", &out);
+    raw_free("ls (stderr)", &err);
+    assert!(String::from_utf8_lossy(&out).contains(shown));
+    let (code, out, _) = upg_raw(&["inspect", s(&a)]);
+    assert_eq!(code, Some(0));
+    raw_free("inspect", &out);
+    assert!(String::from_utf8_lossy(&out).contains(shown));
+    let (code, out, _) = upg_raw(&["inspect", s(&a), "--json"]);
+    assert_eq!(code, Some(0));
+    let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        j["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == evil),
+        "JSON must keep the exact name: {j}"
+    );
+    // Damage the evil file's chunk: verify and unpack name it in their messages.
+    let ar = Archive::open(&a).unwrap();
+    let fi = ar.file_index(evil).unwrap();
+    let rec = ar.chunks()[ar.spans(fi, 0, 1).unwrap()[0].chunk as usize];
+    drop(ar);
+    let mut bytes = std::fs::read(&a).unwrap();
+    bytes[(rec.offset + u64::from(rec.stored_len) / 2) as usize] ^= 1;
+    std::fs::write(&a, &bytes).unwrap();
+    let (code, out, err) = upg_raw(&["verify", s(&a)]);
+    assert_eq!(code, Some(1));
+    raw_free("verify", &out);
+    raw_free("verify (stderr)", &err);
+    assert!(String::from_utf8_lossy(&out).contains(shown));
+    let (code, out, err) = upg_raw(&["verify", s(&a), "--json"]);
+    assert_eq!(code, Some(1), "{}", String::from_utf8_lossy(&err));
+    let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        j["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["file"] == evil),
+        "JSON must keep the exact name: {j}"
+    );
+    let o1 = tmp.path().join("o1");
+    let (code, out, err) = upg_raw(&["unpack", s(&a), "-o", s(&o1), "--keep-going"]);
+    assert_eq!(code, Some(1));
+    raw_free("unpack --keep-going", &out);
+    raw_free("unpack --keep-going (stderr)", &err);
+    assert!(String::from_utf8_lossy(&err).contains(shown));
+    let o2 = tmp.path().join("o2");
+    let (code, out, err) = upg_raw(&["unpack", s(&a), "-o", s(&o2)]);
+    assert_ne!(code, Some(0));
+    raw_free("unpack", &out);
+    raw_free("unpack (stderr)", &err);
+    assert!(String::from_utf8_lossy(&err).contains(shown));
+}

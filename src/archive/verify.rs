@@ -501,7 +501,7 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
                 .map_err(|e| ioe(&dest, e))?;
             rep.files += 1;
             rep.bytes += f.size;
-            tracing::info!("wrote {} ({} bytes)", f.path, f.size);
+            tracing::info!("wrote {} ({} bytes)", crate::text::escaped(&f.path), f.size);
         }
         if exists {
             // The new tree is complete: swap it with the old one, then delete the old one (now

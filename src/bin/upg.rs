@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use upg::text::escaped;
 
 use clap::{Parser, Subcommand};
 use upg::archive::reader::DEFAULT_CACHE_BYTES;
@@ -223,7 +224,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A UPG_SIMD the CPU cannot honour is refused before any work, not at the first decode.
     if let Err(e) = upg::codec::entropy::Simd::selected() {
-        eprintln!("upg: error: {e}");
+        eprintln!("upg: error: {}", escaped(&e.to_string()));
         return ExitCode::from(2);
     }
     // `upg mount` forks its daemon before any thread exists: dispatch it before the signal
@@ -241,7 +242,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("upg: error: {e}");
+            eprintln!("upg: error: {}", escaped(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -379,8 +380,8 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                     .unwrap_or_default();
                 eprintln!(
                     "upg: damaged, not written: {}{at}: {}",
-                    p.file.as_deref().unwrap_or("(archive)"),
-                    p.message
+                    escaped(p.file.as_deref().unwrap_or("(archive)")),
+                    escaped(&p.message)
                 );
             }
             if !quiet {
@@ -392,8 +393,9 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                 );
                 if let Some(p) = a.meta()["preset"].as_str().filter(|p| *p != "lossless") {
                     eprintln!(
-                        "note: lossy archive (preset {p}): quantized tensors hold the decoded \
-                         approximations, not the original bytes"
+                        "note: lossy archive (preset {}): quantized tensors hold the decoded \
+                         approximations, not the original bytes",
+                        escaped(p)
                     );
                 }
             }
@@ -426,7 +428,12 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                 } else {
                     cli::human(f.size)
                 };
-                println!("{:>12}  {:04o}  {}", size, f.mode & 0o7777, f.path);
+                println!(
+                    "{:>12}  {:04o}  {}",
+                    size,
+                    f.mode & 0o7777,
+                    escaped(&f.path)
+                );
             }
             Ok(0)
         }
@@ -501,7 +508,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                 // The archive is there but its framing or index is damaged (truncated, say):
                 // that is a verification failure (1), not a usage error (2).
                 Err(cli::CliError::Archive(e @ upg::archive::ArchiveError::Format { .. })) => {
-                    println!("FAIL (archive): {e}");
+                    println!("FAIL (archive): {}", escaped(&e.to_string()));
                     println!(
                         "{}: damaged, nothing else could be checked",
                         archive.display()
@@ -533,8 +540,8 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                     };
                     println!(
                         "FAIL {}{at}: {}",
-                        p.file.as_deref().unwrap_or("(archive)"),
-                        p.message
+                        escaped(p.file.as_deref().unwrap_or("(archive)")),
+                        escaped(&p.message)
                     );
                 }
                 if quiet {

@@ -321,7 +321,8 @@ pub fn catalog_archive(a: &Archive) -> Result<Catalog, InspectError> {
 
 pub fn print(c: &Catalog, show_tensors: bool) {
     use super::{human, ratio};
-    println!("{} ({})", c.source, c.kind);
+    use crate::text::escaped;
+    println!("{} ({})", escaped(&c.source), c.kind);
     if let Some(ab) = c.archive_bytes {
         let mode = if c.lossless == Some(true) {
             "lossless"
@@ -339,7 +340,7 @@ pub fn print(c: &Catalog, show_tensors: bool) {
         {
             println!(
                 "  preset {}: {} quantized tensors, {} (other tensors lossless)",
-                m["preset"].as_str().unwrap_or("?"),
+                escaped(m["preset"].as_str().unwrap_or("?")),
                 m["lossy"].as_array().map_or(0, |v| v.len()),
                 quality_text(t)
             );
@@ -357,7 +358,7 @@ pub fn print(c: &Catalog, show_tensors: bool) {
             "  {:>12} {:>12}  {}",
             human(f.size),
             f.stored.map(human).unwrap_or_else(|| "-".into()),
-            f.path
+            escaped(&f.path)
         );
     }
     let mut by_dtype: std::collections::BTreeMap<&str, (u64, u64, u64, Option<u64>)> =
@@ -376,7 +377,8 @@ pub fn print(c: &Catalog, show_tensors: bool) {
             .map(|s| format!("  stored {} ({})", human(s), ratio(*b, s)))
             .unwrap_or_default();
         println!(
-            "  {d:<6} {n:>5} tensors {p:>13} params {:>12}{r}",
+            "  {:<6} {n:>5} tensors {p:>13} params {:>12}{r}",
+            escaped(d),
             human(*b)
         );
     }
@@ -384,11 +386,11 @@ pub fn print(c: &Catalog, show_tensors: bool) {
         println!("  GGUF metadata ({} keys):", c.gguf_metadata.len());
         for (file, k, v) in &c.gguf_metadata {
             let file = if c.files.len() > 1 {
-                format!("{file}: ")
+                format!("{}: ", escaped(file))
             } else {
                 String::new()
             };
-            println!("    {file}{k} = {v}");
+            println!("    {file}{} = {}", escaped(k), escaped(v));
         }
     }
     if show_tensors {
@@ -404,18 +406,18 @@ pub fn print(c: &Catalog, show_tensors: bool) {
             };
             println!(
                 "  {:<60} {:<6} {:<18} {:>11} {:>11} {:>8}  {}",
-                t.name,
-                t.dtype,
+                escaped(&t.name),
+                escaped(&t.dtype),
                 shape,
                 human(t.bytes),
                 stored,
                 r,
-                t.codec.as_deref().unwrap_or("-"),
+                escaped(t.codec.as_deref().unwrap_or("-")),
             );
             if let Some(q) = &t.quality {
                 println!(
                     "      {} {}",
-                    q["preset"].as_str().unwrap_or("?"),
+                    escaped(q["preset"].as_str().unwrap_or("?")),
                     quality_text(q)
                 );
             }

