@@ -23,8 +23,11 @@ pub fn sha256_file(p: &Path) -> std::io::Result<[u8; 32]> {
     }
 }
 
-/// Run the demo in `work` (created if missing). Returns the number of mismatching files.
-pub fn run(work: &Path) -> Result<usize, String> {
+/// Run the demo in `work` (created if missing), ending with its verdict and what to try next.
+/// Returns the number of mismatching files. With
+/// `keep_mounted`, the archive is mounted again at the end by a `upg mount` daemon (a process of
+/// its own, started as the user would start it) that stays up after the demo exits.
+pub fn run(work: &Path, keep_mounted: bool) -> Result<usize, String> {
     let model = work.join("model");
     let archive = work.join("model.upg");
     let _ = std::fs::remove_dir_all(&model);
@@ -101,13 +104,85 @@ pub fn run(work: &Path) -> Result<usize, String> {
             f.path
         );
     }
+    let was_mounted = mounted.is_some();
     if let Some(m) = mounted {
         m.unmount()
             .map_err(|e| format!("unmounting {}: {e}", mnt.display()))?;
         drop(mount_guard);
         println!("4. unmounted {}", mnt.display());
     }
-    result.map(|()| bad)
+    result?;
+    if bad != 0 {
+        println!("demo FAILED: {} differ", super::count(bad as u64, "file"));
+        return Ok(bad);
+    }
+    let kept = if keep_mounted {
+        if was_mounted {
+            keep(&archive, &mnt)?;
+            Some(mnt.as_path())
+        } else {
+            println!("--keep-mounted: no mount to keep (FUSE is unavailable, see step 3)");
+            None
+        }
+    } else {
+        None
+    };
+    println!("demo OK: every file read back from the archive is byte-identical to the original");
+    print_next(&archive, kept);
+    Ok(0)
+}
+
+/// `--keep-mounted`: mount the archive again with `upg mount` (this executable, a fresh process
+/// that daemonizes as `upg-mount` does; the demo's own in-process mount ends with the demo).
+fn keep(archive: &Path, mnt: &Path) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("--keep-mounted: {e}"))?;
+    let st = std::process::Command::new(exe)
+        .arg("mount")
+        .arg(archive)
+        .arg(mnt)
+        .status()
+        .map_err(|e| format!("--keep-mounted: starting upg mount: {e}"))?;
+    if !st.success() {
+        return Err(format!(
+            "--keep-mounted: upg mount {} {} failed ({st})",
+            archive.display(),
+            mnt.display()
+        ));
+    }
+    println!(
+        "5. mounted {} on {} again, and it stays up: look around (ls -l {m}), then umount {m}",
+        archive.display(),
+        mnt.display(),
+        m = mnt.display()
+    );
+    Ok(())
+}
+
+/// What to try after the demo.
+fn print_next(archive: &Path, kept: Option<&Path>) {
+    println!("next, try:");
+    println!(
+        "  upg pack ./your-model -o model.upg              # a real model: a directory with safetensors (or GGUF),"
+    );
+    println!(
+        "                                                 # or a Hugging Face cache repo ~/.cache/huggingface/hub/models--ORG--NAME"
+    );
+    println!(
+        "  upg pack ./your-model --preset q8 -o q8.upg     # lossy, about 8 bits per weight; upg verify q8.upg --against ./your-model"
+    );
+    println!(
+        "  upg-mount model.upg /mnt/model                  # then: python -c \"from transformers import AutoModel; AutoModel.from_pretrained('/mnt/model')\""
+    );
+    match kept {
+        Some(m) => println!(
+            "  upg inspect {} --tensors   # the demo archive's catalog; umount {} when done",
+            archive.display(),
+            m.display()
+        ),
+        None => println!(
+            "  upg demo --keep-mounted                         # leave the demo's mount up to look around"
+        ),
+    }
 }
 
 /// Mount `a` on `mnt` in this process (served by a background thread).
