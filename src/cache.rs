@@ -7,9 +7,12 @@
 //! - Budget is in decoded bytes, not entries, because chunks differ in size (a tiny tensor's chunk
 //!   and a full 256 KiB one). The budget may be exceeded by chunks that are being read at this
 //!   moment (they are held by `Arc`), never by cached ones.
-//! - Single flight: concurrent requests for the same chunk share one `OnceLock`; exactly one of
-//!   them runs the decoder, the others block on the lock until it is done. Errors are not cached:
-//!   the next request tries again (and fails again if the chunk is damaged).
+//! - Single flight: concurrent requests for the same chunk share one slot; exactly one of them
+//!   runs the decoder, the others wait until it is done. A fetch of a run of chunks (remote
+//!   read-ahead) claims its chunks when it starts, so a reader overtaking it waits for those
+//!   bytes instead of requesting them a second time; a claim dropped unfilled is abandoned and
+//!   its waiters decode for themselves. Errors are not cached: the next request tries again
+//!   (and fails again if the chunk is damaged).
 //! - Evicted buffers that no reader holds any more are kept (at most [`MAX_SPARE_BYTES`]) and handed
 //!   to the next decode by [`ChunkCache::spare_buffer`] without zeroing. A fresh `vec![0; n]`
 //!   of 256 KiB comes from glibc's heap once the cache is full (its mmap threshold has risen by
@@ -21,18 +24,58 @@
 //!   before both changes (about -12%); read throughput unchanged (medians 945 vs 947 MiB/s).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 
 use lru::LruCache;
 
 pub type Bytes = Arc<Vec<u8>>;
-type Slot<E> = Arc<OnceLock<Result<Bytes, E>>>;
 
 /// Bytes of evicted chunk buffers kept for reuse: eight default 256 KiB chunks, enough for the
 /// requests being decoded at one moment on a small machine (a 1 MiB request spans up to 5
 /// chunks), and small next to the cache budget (2 MiB outside it, within the RSS allowance).
 /// Counted in bytes, not buffers, because `--chunk-size` allows chunks of up to 64 MiB.
 pub const MAX_SPARE_BYTES: usize = 2 << 20;
+
+/// One chunk being produced: its owner (a decoding reader, or a [`Claim`] of a running fetch)
+/// fills it, everyone else waits on the condvar.
+struct Slot<E> {
+    state: Mutex<SlotState<E>>,
+    done: Condvar,
+}
+
+enum SlotState<E> {
+    Pending,
+    Done(Result<Bytes, E>),
+    /// The owner gave up without a result (a claimed run whose fetch failed): waiters produce
+    /// the chunk themselves, so a failed read-ahead never becomes a reader's error.
+    Abandoned,
+}
+
+impl<E: Clone> Slot<E> {
+    fn new() -> Arc<Self> {
+        Arc::new(Slot {
+            state: Mutex::new(SlotState::Pending),
+            done: Condvar::new(),
+        })
+    }
+
+    fn finish(&self, st: SlotState<E>) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = st;
+        self.done.notify_all();
+    }
+
+    /// Block until the owner is done: `Some(result)`, or `None` when it abandoned the slot.
+    fn wait(&self) -> Option<Result<Bytes, E>> {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match &*g {
+                SlotState::Pending => g = self.done.wait(g).unwrap_or_else(|p| p.into_inner()),
+                SlotState::Done(r) => return Some(r.clone()),
+                SlotState::Abandoned => return None,
+            }
+        }
+    }
+}
 
 pub struct ChunkCache<E> {
     inner: Mutex<Inner<E>>,
@@ -42,7 +85,7 @@ pub struct ChunkCache<E> {
 struct Inner<E> {
     lru: LruCache<u32, Bytes>,
     bytes: usize,
-    inflight: HashMap<u32, Slot<E>>,
+    inflight: HashMap<u32, Arc<Slot<E>>>,
     spare: Vec<Vec<u8>>,
     hits: u64,
     misses: u64,
@@ -62,6 +105,44 @@ pub struct CacheStats {
     pub misses: u64,
     pub bytes: usize,
     pub entries: usize,
+}
+
+/// A promise, taken by [`ChunkCache::claim`] when a fetch of several chunks starts, to produce
+/// one chunk: readers asking for it meanwhile wait for the fetch instead of reading the same
+/// bytes again. [`Claim::fill`] delivers the result; a claim dropped unfilled is abandoned
+/// and its waiters produce the chunk themselves (no waiter can hang on a failed fetch).
+pub struct Claim<'a, E: Clone> {
+    cache: &'a ChunkCache<E>,
+    id: u32,
+    slot: Option<Arc<Slot<E>>>,
+}
+
+impl<E: Clone> Claim<'_, E> {
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Deliver the chunk (or its error) to the waiters and, if it decoded, to the cache.
+    pub fn fill(mut self, result: Result<Bytes, E>) -> Result<Bytes, E> {
+        let slot = self.slot.take().expect("a claim is filled once");
+        self.cache.complete(self.id, &slot, result)
+    }
+}
+
+impl<E: Clone> Drop for Claim<'_, E> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let mut g = self.cache.lock();
+            if g.inflight
+                .get(&self.id)
+                .is_some_and(|s| Arc::ptr_eq(s, &slot))
+            {
+                g.inflight.remove(&self.id);
+            }
+            drop(g);
+            slot.finish(SlotState::Abandoned);
+        }
+    }
 }
 
 impl<E: Clone> ChunkCache<E> {
@@ -90,10 +171,31 @@ impl<E: Clone> ChunkCache<E> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Is the chunk cached right now (no decode, no LRU promotion)?
+    /// Is the chunk cached or being produced right now (no decode, no LRU promotion)?
     pub fn contains(&self, id: u32) -> bool {
         let g = self.lock();
         g.lru.contains(&id) || g.inflight.contains_key(&id)
+    }
+
+    /// Claim the chunks of `ids` that are neither cached nor being produced, in order; the
+    /// others are left to whoever has them. Claims are taken when the fetch starts, not when
+    /// it is queued: a waiter then only ever waits for work that is running.
+    pub fn claim(&self, ids: &[u32]) -> Vec<Claim<'_, E>> {
+        let mut g = self.lock();
+        let mut out = Vec::new();
+        for &id in ids {
+            if g.lru.contains(&id) || g.inflight.contains_key(&id) {
+                continue;
+            }
+            let slot = Slot::new();
+            g.inflight.insert(id, slot.clone());
+            out.push(Claim {
+                cache: self,
+                id,
+                slot: Some(slot),
+            });
+        }
+        out
     }
 
     /// Return the cached chunk, or decode it with `decode` (once, however many callers ask).
@@ -102,24 +204,43 @@ impl<E: Clone> ChunkCache<E> {
         id: u32,
         decode: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, E> {
-        let slot = {
-            let mut g = self.lock();
-            if let Some(b) = g.lru.get(&id) {
-                let b = b.clone();
-                g.hits += 1;
-                return Ok(b);
+        let mut decode = Some(decode);
+        loop {
+            let (slot, owner) = {
+                let mut g = self.lock();
+                if let Some(b) = g.lru.get(&id) {
+                    let b = b.clone();
+                    g.hits += 1;
+                    return Ok(b);
+                }
+                match g.inflight.get(&id) {
+                    Some(s) => (s.clone(), false),
+                    None => {
+                        g.misses += 1;
+                        let s = Slot::new();
+                        g.inflight.insert(id, s.clone());
+                        (s, true)
+                    }
+                }
+            };
+            if owner {
+                let decode = decode.take().expect("the decoder runs at most once");
+                return self.complete(id, &slot, decode());
             }
-            g.misses += 1;
-            g.inflight
-                .entry(id)
-                .or_insert_with(|| Arc::new(OnceLock::new()))
-                .clone()
-        };
-        let result = slot.get_or_init(decode).clone();
-        let mut g = self.lock();
-        // Whoever gets here first moves the result into the LRU; later waiters find it gone.
-        if g.inflight.get(&id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-            g.inflight.remove(&id);
+            if let Some(r) = slot.wait() {
+                return r;
+            }
+            // Abandoned by a failed fetch: look again (and most likely decode it here).
+        }
+    }
+
+    /// Hand `result` to the slot's waiters and move a decoded chunk into the LRU.
+    fn complete(&self, id: u32, slot: &Arc<Slot<E>>, result: Result<Bytes, E>) -> Result<Bytes, E> {
+        {
+            let mut g = self.lock();
+            if g.inflight.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                g.inflight.remove(&id);
+            }
             if let Ok(b) = &result {
                 if b.len() <= self.budget && g.lru.put(id, b.clone()).is_none() {
                     g.bytes += b.len();
@@ -140,6 +261,7 @@ impl<E: Clone> ChunkCache<E> {
                 }
             }
         }
+        slot.finish(SlotState::Done(result.clone()));
         result
     }
 
@@ -275,5 +397,45 @@ mod tests {
             assert_eq!(h.join().unwrap()[0], 9);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_reader_waits_for_a_claimed_chunk_instead_of_decoding_it() {
+        let c = Arc::new(ChunkCache::<String>::new(1 << 20));
+        c.get_or_decode(1, || chunk(10, 1)).unwrap();
+        let claims = c.claim(&[1, 2, 3]);
+        // 1 is cached: not claimed again.
+        assert_eq!(claims.iter().map(Claim::id).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(
+            c.claim(&[2, 3]).is_empty(),
+            "claimed chunks are not claimed twice"
+        );
+        let reader = {
+            let c = c.clone();
+            std::thread::spawn(move || c.get_or_decode(2, || panic!("2 is claimed")).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!reader.is_finished(), "the reader waits for the claim");
+        let mut it = claims.into_iter();
+        it.next().unwrap().fill(chunk(10, 2)).unwrap();
+        assert_eq!(reader.join().unwrap()[0], 2);
+        // 3's claim is dropped unfilled: abandoned, so the next reader decodes it itself.
+        drop(it);
+        assert_eq!(c.get_or_decode(3, || chunk(10, 3)).unwrap()[0], 3);
+        assert!(c.contains(2) && c.contains(3));
+    }
+
+    #[test]
+    fn an_abandoned_claim_wakes_its_waiters_to_decode_themselves() {
+        let c = Arc::new(ChunkCache::<String>::new(1 << 20));
+        let mut claims = c.claim(&[7]);
+        let reader = {
+            let c = c.clone();
+            std::thread::spawn(move || c.get_or_decode(7, || chunk(5, 7)).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!reader.is_finished());
+        claims.clear();
+        assert_eq!(reader.join().unwrap()[0], 7);
     }
 }

@@ -377,9 +377,10 @@ fn s3_sequential_read_through_vfs_coalesces_and_sends_each_byte_once() {
     assert!(got == want, "sequential read through the vfs differs");
     let s = st.stats();
     let stored: u64 = a.chunks().iter().map(|c| u64::from(c.stored_len)).sum();
-    // The goal is <= 1.05x; measured here 1.00-1.10x (64 KiB chunks: a reader that
-    // overtakes a queued read-ahead run fetches its chunk itself). The bound catches gross
-    // amplification (a chunk fetched per kernel request would be several times this).
+    // The goal: <= 1.05x. A read-ahead run claims its chunks in the cache when it
+    // starts, so a reader overtaking it waits for those bytes instead of fetching them again
+    // (before the claims: 1.00-1.10x here); a chunk fetched per kernel request would be
+    // several times this.
     eprintln!(
         "server sent {} bytes for {stored} stored bytes ({:.3}x), {} requests",
         s.bytes,
@@ -387,8 +388,8 @@ fn s3_sequential_read_through_vfs_coalesces_and_sends_each_byte_once() {
         s.requests
     );
     assert!(
-        s.bytes <= stored + stored / 4,
-        "server sent {} bytes for {} stored bytes",
+        s.bytes <= stored + stored / 20,
+        "server sent {} bytes for {} stored bytes (goal: at most 1.05x)",
         s.bytes,
         stored
     );

@@ -260,44 +260,51 @@ impl Archive {
         runs
     }
 
-    /// Fetch the stored bytes of a run from [`Archive::stored_runs`] with one storage read, then
-    /// check and decode each of its chunks into the cache (chunks already cached are skipped).
-    /// Every check of [`Archive::chunk`] applies; the first failure is returned.
+    /// Fetch the stored bytes of a run from [`Archive::stored_runs`] and check and decode each
+    /// of its chunks into the cache. The chunks are claimed in the cache when the fetch starts:
+    /// those cached or being produced by then are skipped (the run splits around them, one
+    /// storage read per contiguous piece), and a reader asking for a claimed chunk waits for
+    /// this fetch rather than reading the bytes again. Every check of [`Archive::chunk`]
+    /// applies; the first failure is returned (a storage failure abandons the piece's claims,
+    /// so waiting readers fetch and report for themselves).
     pub fn fetch_run(&self, ids: &[u32]) -> Result<(), ArchiveError> {
-        let recs: Vec<(u32, ChunkRecord)> = ids
+        let known: Vec<u32> = ids
             .iter()
-            .filter_map(|&id| self.index.chunks.get(id as usize).map(|r| (id, *r)))
+            .copied()
+            .filter(|&id| (id as usize) < self.index.chunks.len())
             .collect();
-        let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
-            return Ok(());
-        };
-        let start = first.1.offset;
-        let end = last.1.offset + u64::from(last.1.stored_len);
-        let contiguous = recs
-            .windows(2)
-            .all(|w| w[0].1.offset + u64::from(w[0].1.stored_len) == w[1].1.offset);
-        if !contiguous {
-            for (id, _) in &recs {
-                self.chunk(*id)?;
-            }
-            return Ok(());
-        }
-        if recs.iter().all(|(id, _)| self.cache.contains(*id)) {
-            return Ok(());
-        }
-        let mut buf = vec![0u8; (end - start) as usize];
-        self.storage
-            .read_exact_at(&mut buf, start)
-            .map_err(|e| storage_err(&self.path, e))?;
+        let mut claims = self.cache.claim(&known).into_iter().peekable();
         let mut result = Ok(());
-        for (id, rec) in &recs {
-            let from = (rec.offset - start) as usize;
-            let stored = &buf[from..from + rec.stored_len as usize];
-            let r = self
-                .cache
-                .get_or_decode(*id, || self.check_decode(*id, rec, stored).map(Bytes::new));
-            if let (Err(e), Ok(())) = (r, &result) {
-                result = Err(e);
+        while let Some(first) = claims.next() {
+            // The longest piece of claims whose stored bytes follow each other in the file.
+            let mut piece = vec![first];
+            while let Some(next) = claims.peek() {
+                let prev = self.index.chunks[piece[piece.len() - 1].id() as usize];
+                let rec = self.index.chunks[next.id() as usize];
+                if prev.offset + u64::from(prev.stored_len) != rec.offset {
+                    break;
+                }
+                piece.push(claims.next().expect("peeked"));
+            }
+            let start = self.index.chunks[piece[0].id() as usize].offset;
+            let last = self.index.chunks[piece[piece.len() - 1].id() as usize];
+            let end = last.offset + u64::from(last.stored_len);
+            let mut buf = vec![0u8; (end - start) as usize];
+            if let Err(e) = self.storage.read_exact_at(&mut buf, start) {
+                if result.is_ok() {
+                    result = Err(storage_err(&self.path, e));
+                }
+                continue; // `piece` drops here: its claims are abandoned
+            }
+            for claim in piece {
+                let id = claim.id();
+                let rec = self.index.chunks[id as usize];
+                let from = (rec.offset - start) as usize;
+                let stored = &buf[from..from + rec.stored_len as usize];
+                let r = claim.fill(self.check_decode(id, &rec, stored).map(Bytes::new));
+                if let (Err(e), Ok(())) = (r, &result) {
+                    result = Err(e);
+                }
             }
         }
         result
