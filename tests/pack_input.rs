@@ -383,3 +383,50 @@ fn pytorch_pickles_are_warned_about() {
     );
     assert!(e.contains("warning: no tensors found"), "{e}");
 }
+
+/// The hub directory itself (`~/.cache/huggingface/hub`, several repositories): each repository
+/// is stored as its snapshot under the repository's name, blobs/ not stored.
+#[test]
+fn hf_hub_directory_stores_each_repo_by_its_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = model_files(tmp.path());
+    let hub = tmp.path().join("hub");
+    let repo = hf_cache(&hub, &files, &[OLD, REV], Some(REV));
+    std::fs::write(hub.join("version.txt"), "1").unwrap();
+    let out = tmp.path().join("hub.upg");
+    let o = upg(&["pack", s(&hub), "-o", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "models--org--tiny/ is a Hugging Face cache repository: storing snapshot {REV}, the \
+             one refs/main names, under models--org--tiny/"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let mut want: Vec<String> = files
+        .iter()
+        .map(|(n, _)| format!("models--org--tiny/{n}"))
+        .chain(["version.txt".to_string()])
+        .collect();
+    want.sort();
+    assert_eq!(ls(&out), want);
+    let un = tmp.path().join("un");
+    assert!(upg(&["unpack", s(&out), "-o", s(&un)]).status.success());
+    for (name, bytes) in &files {
+        assert_eq!(
+            &std::fs::read(un.join("models--org--tiny").join(name)).unwrap(),
+            bytes
+        );
+    }
+    // A repository below the input whose snapshot cannot be chosen is an error naming it.
+    std::fs::remove_file(repo.join("refs/main")).unwrap();
+    let o = upg(&["pack", s(&hub), "-o", s(&out), "--force"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o)
+            .contains("models--org--tiny is a Hugging Face cache repository with 2 snapshots"),
+        "{}",
+        stderr(&o)
+    );
+}

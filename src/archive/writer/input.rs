@@ -134,7 +134,18 @@ fn walk(
             lmeta
         };
         if meta.is_dir() {
-            walk(&path, &rel, out, ex)?;
+            // A cache repository below the input (the input is the hub directory itself, say):
+            // its snapshot under the repository's name, as at the top.
+            match hf_snapshot(&path)? {
+                Some((snap, which)) => {
+                    ex.notes.push(format!(
+                        "{rel}/ is a Hugging Face cache repository: storing {which}, under \
+                         {rel}/ (its blobs/ is not stored a second time)"
+                    ));
+                    walk(&snap, &rel, out, ex)?;
+                }
+                None => walk(&path, &rel, out, ex)?,
+            }
         } else if meta.is_file() {
             out.push(InputFile {
                 abs: path,
@@ -226,6 +237,8 @@ pub(super) fn hf_snapshot(dir: &Path) -> Result<Option<(PathBuf, String)>, PackE
 struct Excludes {
     /// (pattern, is a default exclude, relative paths it skipped)
     pats: Vec<(String, bool, Vec<String>)>,
+    /// Other notes from the walk (cache repositories found below the input).
+    notes: Vec<String>,
 }
 
 impl Excludes {
@@ -240,6 +253,7 @@ impl Excludes {
                 .chain(user)
                 .map(|(p, d)| (p, d, Vec::new()))
                 .collect(),
+            notes: Vec::new(),
         }
     }
 
@@ -262,7 +276,7 @@ impl Excludes {
     /// One line per pattern: what it skipped, or that a pattern given by the user matched
     /// nothing (most likely a typo).
     fn report(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.notes.clone();
         let defaults: Vec<&String> = self
             .pats
             .iter()
