@@ -442,25 +442,31 @@ impl Index {
         for index in 0..n_files {
             files.push(parse_file(&mut r, index, &chunks, &mut seen)?);
         }
-        // A path must not be both a file and a directory ("a" and "a/b").
-        let index_of: std::collections::HashMap<&str, u32> = files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.path.as_str(), i as u32))
-            .collect();
-        for f in &files {
-            let mut p = f.path.as_str();
-            while let Some(i) = p.rfind('/') {
-                p = &p[..i];
-                if let Some(&index) = index_of.get(p) {
-                    return Err(FormatError::BadFile {
-                        index,
-                        path: p.to_owned(),
-                        reason: BadFile::FileIsDirectory {
-                            child: f.path.clone(),
-                        },
-                    });
-                }
+        // A path must not be both a file and a directory ("a" and "a/b"). Sorted with '/' below
+        // every other byte (paths hold no NUL), the paths that start with "a/" come right after
+        // "a", so comparing neighbours finds every clash: O(bytes x log files), where looking up
+        // each parent of each path was quadratic in the depth.
+        let key = |i: &u32| {
+            files[*i as usize]
+                .path
+                .bytes()
+                .map(|b| if b == b'/' { 0 } else { b })
+        };
+        let mut order: Vec<u32> = (0..files.len() as u32).collect();
+        order.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        for w in order.windows(2) {
+            let (parent, child) = (&files[w[0] as usize].path, &files[w[1] as usize].path);
+            if child.len() > parent.len()
+                && child.as_bytes()[parent.len()] == b'/'
+                && child.starts_with(parent.as_str())
+            {
+                return Err(FormatError::BadFile {
+                    index: w[0],
+                    path: parent.clone(),
+                    reason: BadFile::FileIsDirectory {
+                        child: child.clone(),
+                    },
+                });
             }
         }
         let meta_len = r.u32("metadata length")? as usize;

@@ -431,38 +431,34 @@ impl Vfs {
         let several = list.len() > 1;
         for (ai, (name, a)) in list.into_iter().enumerate() {
             let mtime = a.storage().modified().unwrap_or(root_mtime);
-            let prefix = match name {
+            let (top, prefix) = match name {
                 Some(n) => {
                     if n.is_empty() || n.contains('/') || n == "." || n == ".." {
                         return Err(SetupError::NameClash(format!(
                             "invalid archive directory name {n:?}"
                         )));
                     }
-                    if b.index.contains_key(&n) {
+                    if b.contains(ROOT_INO, &n) {
                         return Err(SetupError::NameClash(format!(
                             "two archives would both be mounted as {n}/"
                         )));
                     }
-                    b.dir(&n, mtime)?;
-                    format!("{n}/")
+                    let ino = b.dir(ROOT_INO, &n, || n.clone(), mtime)?;
+                    (ino, format!("{n}/"))
                 }
                 None if several => {
                     return Err(SetupError::NameClash(
                         "several archives need one sub-directory each".into(),
                     ));
                 }
-                None => String::new(),
+                None => (ROOT_INO, String::new()),
             };
             for (fi, f) in a.files().iter().enumerate() {
-                let full = format!("{prefix}{}", f.path);
-                let (parent_path, _) = split_parent(&full);
-                let parent = match parent_path {
-                    Some(pp) => b.dir(pp, mtime)?,
-                    None => ROOT_INO,
-                };
+                let (parent, name) = b.dirs_of(top, &prefix, &f.path, mtime)?;
                 b.add(
                     parent,
-                    &full,
+                    name,
+                    || format!("{prefix}{}", f.path),
                     Node {
                         parent,
                         kind: NodeKind::File {
@@ -988,37 +984,40 @@ impl Vfs {
     }
 }
 
-/// Split "a/b/c" into (Some("a/b"), "c").
-fn split_parent(p: &str) -> (Option<&str>, &str) {
-    match p.rfind('/') {
-        Some(i) => (Some(&p[..i]), &p[i + 1..]),
-        None => (None, p),
-    }
-}
-
+/// Builds the node table. Every node is found by (parent inode, name), so adding a path costs
+/// its length, however deep it is (keying by the full path of every directory was quadratic in
+/// the depth, in time and in memory).
 struct TreeBuilder {
     nodes: Vec<Node>,
-    /// Full path -> inode, for every node but the root.
-    index: HashMap<String, u64>,
+    /// (parent inode, name) -> inode, for every node but the root.
+    index: HashMap<(u64, String), u64>,
 }
 
 impl TreeBuilder {
-    /// The directory at `path`, created with its parents if missing.
-    fn dir(&mut self, path: &str, mtime: SystemTime) -> Result<u64, SetupError> {
-        if let Some(&ino) = self.index.get(path) {
+    fn contains(&self, parent: u64, name: &str) -> bool {
+        self.index.contains_key(&(parent, name.to_string()))
+    }
+
+    /// The directory `name` in `parent`, created if missing; `path` names it in errors.
+    fn dir(
+        &mut self,
+        parent: u64,
+        name: &str,
+        path: impl Fn() -> String,
+        mtime: SystemTime,
+    ) -> Result<u64, SetupError> {
+        if let Some(&ino) = self.index.get(&(parent, name.to_string())) {
             return match self.nodes[(ino - 1) as usize].kind {
                 NodeKind::Dir { .. } => Ok(ino),
                 NodeKind::File { .. } => Err(SetupError::NameClash(format!(
-                    "{path} is both a file and a directory"
+                    "{} is both a file and a directory",
+                    crate::text::escaped(&path())
                 ))),
             };
         }
-        let parent = match split_parent(path).0 {
-            Some(pp) => self.dir(pp, mtime)?,
-            None => ROOT_INO,
-        };
         self.add(
             parent,
+            name,
             path,
             Node {
                 parent,
@@ -1032,23 +1031,59 @@ impl TreeBuilder {
         )
     }
 
-    fn add(&mut self, parent: u64, path: &str, node: Node) -> Result<u64, SetupError> {
-        if self.index.contains_key(path) {
-            return Err(SetupError::NameClash(format!("{path} appears twice")));
+    /// The directories of `path` ('/'-separated) under `parent`, created if missing; returns the
+    /// inode of the last one and the final component.
+    fn dirs_of<'p>(
+        &mut self,
+        mut parent: u64,
+        prefix: &str,
+        path: &'p str,
+        mtime: SystemTime,
+    ) -> Result<(u64, &'p str), SetupError> {
+        let (dirs, name) = match path.rfind('/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => ("", path),
+        };
+        if !dirs.is_empty() {
+            for (end, c) in dirs
+                .match_indices('/')
+                .map(|(i, _)| i)
+                .chain(std::iter::once(dirs.len()))
+                .zip(dirs.split('/'))
+            {
+                parent = self.dir(parent, c, || format!("{prefix}{}", &dirs[..end]), mtime)?;
+            }
+        }
+        Ok((parent, name))
+    }
+
+    fn add(
+        &mut self,
+        parent: u64,
+        name: &str,
+        path: impl Fn() -> String,
+        node: Node,
+    ) -> Result<u64, SetupError> {
+        let key = (parent, name.to_string());
+        if self.index.contains_key(&key) {
+            return Err(SetupError::NameClash(format!(
+                "{} appears twice",
+                crate::text::escaped(&path())
+            )));
         }
         let ino = self.nodes.len() as u64 + 1;
         self.nodes.push(node);
-        self.index.insert(path.to_string(), ino);
-        let name = split_parent(path).1.to_string();
+        self.index.insert(key, ino);
         match self
             .nodes
             .get_mut((parent - 1) as usize)
             .map(|n| &mut n.kind)
         {
-            Some(NodeKind::Dir { children }) => children.push((name, ino)),
+            Some(NodeKind::Dir { children }) => children.push((name.to_string(), ino)),
             _ => {
                 return Err(SetupError::NameClash(format!(
-                    "parent of {path} is not a directory"
+                    "parent of {} is not a directory",
+                    crate::text::escaped(&path())
                 )));
             }
         }
