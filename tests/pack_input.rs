@@ -135,6 +135,24 @@ fn hf_cache_repo_packs_the_snapshot_refs_main_names() {
         .sum();
     let stored = std::fs::metadata(&out).unwrap().len();
     assert!(stored < blobs, "archive {stored} bytes, blobs {blobs}");
+    // `upg inspect` of the repository shows what pack stores: the snapshot's files and tensors.
+    let o = upg(&["inspect", s(&repo), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Hugging Face cache repository"),
+        "{}",
+        stderr(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut listed: Vec<String> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, want);
+    assert_eq!(v["tensors"][0]["name"], "w", "{v}");
     // The files come back byte-identical, as regular files.
     let un = tmp.path().join("un");
     let o = upg(&["unpack", s(&out), "-o", s(&un)]);

@@ -219,40 +219,32 @@ fn catalog_dir(dir: &Path) -> Result<Catalog, InspectError> {
     let mut files = Vec::new();
     let mut tensors = Vec::new();
     let mut gguf_metadata = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((d, prefix)) = stack.pop() {
-        let mut ents: Vec<_> = std::fs::read_dir(&d)
-            .map_err(|e| InspectError::Input(format!("{}: {e}", d.display())))?
-            .flatten()
-            .collect();
-        ents.sort_by_key(|e| e.file_name());
-        for e in ents {
-            let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
-            let p = e.path();
-            if p.is_dir() {
-                stack.push((p, format!("{rel}/")));
-                continue;
+    // Exactly what `pack` would store: the same walk, default excludes and cache-repository
+    // snapshot, with the same notes.
+    let (listing, notes) = crate::archive::writer::input::listing(dir, &Default::default())
+        .map_err(|e| InspectError::Input(e.to_string()))?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    for (rel, p, size) in listing {
+        if rel.ends_with(".safetensors") {
+            let layout =
+                Layout::read(&p).map_err(|e| InspectError::St(p.display().to_string(), e))?;
+            tensors.extend(rows(&rel, &layout, None));
+        } else if file_is_gguf(&p) {
+            // A directory catalog lists what it can; a GGUF that does not parse is listed
+            // as a file without tensors, as pack stores it.
+            if let Ok(g) = read_gguf(&p) {
+                tensors.extend(gguf_rows(&rel, &g, None));
+                gguf_metadata.extend(gguf_meta(&rel, &g));
             }
-            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-            if rel.ends_with(".safetensors") {
-                let layout =
-                    Layout::read(&p).map_err(|e| InspectError::St(p.display().to_string(), e))?;
-                tensors.extend(rows(&rel, &layout, None));
-            } else if file_is_gguf(&p) {
-                // A directory catalog lists what it can; a GGUF that does not parse is listed
-                // as a file without tensors, as pack stores it.
-                if let Ok(g) = read_gguf(&p) {
-                    tensors.extend(gguf_rows(&rel, &g, None));
-                    gguf_metadata.extend(gguf_meta(&rel, &g));
-                }
-            }
-            files.push(FileRow {
-                path: rel,
-                size,
-                stored: None,
-                sha256: None,
-            });
         }
+        files.push(FileRow {
+            path: rel,
+            size,
+            stored: None,
+            sha256: None,
+        });
     }
     let mut c = finish(dir.display().to_string(), "directory", files, tensors, None);
     c.gguf_metadata = gguf_metadata;

@@ -84,6 +84,21 @@ pub(super) fn collect(input: &Path, opts: &PackOptions) -> Result<Collected, Pac
     Ok(c)
 }
 
+/// The files `pack` would store from the directory `dir` with `opts` (path in the archive,
+/// path on disk, size), and its notes: for `upg inspect DIR`, which must show what a pack stores.
+pub fn listing(
+    dir: &Path,
+    opts: &PackOptions,
+) -> Result<(Vec<(String, PathBuf, u64)>, Vec<String>), PackError> {
+    let c = collect(dir, opts)?;
+    let files = c
+        .files
+        .into_iter()
+        .map(|f| (f.rel, f.abs, f.size))
+        .collect();
+    Ok((files, c.notices))
+}
+
 fn walk(
     dir: &Path,
     prefix: &str,
