@@ -5,6 +5,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod codec;
 pub mod cursor;
+pub mod disk_cache;
 pub mod format;
 pub mod fuse;
 pub mod gguf;

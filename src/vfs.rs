@@ -654,6 +654,17 @@ impl Vfs {
                 s.push_str(&format!("remote: {line}\n"));
             }
         }
+        let mut disk: Vec<&Arc<crate::disk_cache::DiskCache>> = Vec::new();
+        for m in &self.archives {
+            if let Some(c) = m.archive.disk_cache()
+                && !disk.iter().any(|d| Arc::ptr_eq(d, c))
+            {
+                disk.push(c);
+            }
+        }
+        for c in disk {
+            s.push_str(&format!("cache dir: {}\n", c.stats_line()));
+        }
         s.push_str(&format!("reads: {}\n", st.reads));
         s.push_str(&format!("EIO answers: {}\n", st.eio));
         if let Some(e) = &st.last_error {

@@ -685,22 +685,129 @@ fn mounts_from_s3_prefix_and_https_serve_identical_files_and_replacement_is_eio(
     let (dir_c, local_c) = packed_model(&tmp.path().join("c"), 9);
     std::fs::copy(&local_c, root.join("c.upg")).unwrap();
     let Some(h) = Http::start(&root) else { return };
-    let mut c = Command::new(MOUNT);
-    c.args([h.url("c.upg").as_str(), mnt.to_str().unwrap(), "-f"])
-        .stdin(Stdio::null());
-    guard.child = Some(c.spawn().unwrap());
-    wait_until("the HTTP mount", || is_mounted(&mnt));
-    for f in [
-        "model.safetensors",
-        "config.json",
-        "sub/notes.txt",
-        "empty.bin",
-    ] {
-        let got = std::fs::read(mnt.join(f)).unwrap();
-        assert!(
-            got == std::fs::read(dir_c.join(f)).unwrap(),
-            "{f} differs over HTTP"
-        );
+    // With a persistent chunk cache (as an -o option, the fstab way): the second mount reads
+    // every chunk from it.
+    let cdir = tmp.path().join("chunks");
+    for round in 0..2 {
+        let mut c = Command::new(MOUNT);
+        c.args([h.url("c.upg").as_str(), mnt.to_str().unwrap(), "-f", "-o"])
+            .arg(format!("cache_dir={},cache_dir_size=64M", cdir.display()))
+            .stdin(Stdio::null());
+        guard.child = Some(c.spawn().unwrap());
+        wait_until("the HTTP mount", || is_mounted(&mnt));
+        for f in [
+            "model.safetensors",
+            "config.json",
+            "sub/notes.txt",
+            "empty.bin",
+        ] {
+            let got = std::fs::read(mnt.join(f)).unwrap();
+            assert!(
+                got == std::fs::read(dir_c.join(f)).unwrap(),
+                "{f} differs over HTTP (round {round})"
+            );
+        }
+        let st = Command::new(MOUNT)
+            .arg("--status")
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        let st = String::from_utf8_lossy(&st.stdout).into_owned();
+        let line = st
+            .lines()
+            .find(|l| l.starts_with("cache dir: "))
+            .unwrap_or_else(|| panic!("no cache dir line in --status: {st}"));
+        let field = |name: &str| -> u64 {
+            let at = line
+                .find(name)
+                .unwrap_or_else(|| panic!("{name} in {line}"));
+            line[..at]
+                .split_whitespace()
+                .last()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        if round == 0 {
+            assert!(field(" hits") == 0 && field(" misses") > 0, "{line}");
+        } else {
+            assert!(field(" hits") > 0 && field(" misses") == 0, "{line}");
+        }
+        umount(&mnt);
+        if let Some(mut c) = guard.child.take() {
+            let _ = c.wait();
+        }
     }
-    umount(&mnt);
+}
+
+#[test]
+fn cache_dir_serves_refetched_chunks_from_disk_and_refetches_damaged_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, local) = packed_model(tmp.path(), 11);
+    let root = tmp.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::copy(&local, root.join("m.upg")).unwrap();
+    let Some(h) = Http::start(&root) else {
+        return;
+    };
+    let cdir = tmp.path().join("cache");
+    let disk = Arc::new(upg::disk_cache::DiskCache::open(&cdir, 1 << 30).unwrap());
+    // Each "mount" is a fresh storage and archive (nothing shared in memory but the directory).
+    let mount = |disk: &Arc<upg::disk_cache::DiskCache>| {
+        let st = h.open("m.upg", Duration::from_secs(10));
+        let a = open_archive(st.clone(), 0);
+        a.use_disk_cache(disk.clone()).unwrap();
+        let opened = st.stats().bytes;
+        (st, a, opened)
+    };
+    let stored: u64 = {
+        let a = Archive::open(&local).unwrap();
+        a.chunks().iter().map(|c| u64::from(c.stored_len)).sum()
+    };
+
+    // First mount: every chunk comes from the server and lands in the cache.
+    let (st, a, opened) = mount(&disk);
+    common::assert_identical(&a, &dir);
+    assert!(st.stats().bytes - opened >= stored, "{:?}", st.stats());
+    assert_eq!(disk.stats().bytes, stored, "{}", disk.stats_line());
+
+    // Second mount, reopening the directory as a new process would: no chunk from the server.
+    let disk2 = Arc::new(upg::disk_cache::DiskCache::open(&cdir, 1 << 30).unwrap());
+    let (st, a, opened) = mount(&disk2);
+    common::assert_identical(&a, &dir);
+    random_reads_match(&a, &dir, 50, 4);
+    assert_eq!(
+        st.stats().bytes,
+        opened,
+        "chunks came from the server: {:?}",
+        st.stats()
+    );
+    assert_eq!(disk2.stats().invalid, 0);
+
+    // A damaged entry is never served: it is deleted, fetched again, and the bytes are right.
+    let ns = std::fs::read_dir(&cdir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let victim = ns.join("3");
+    let mut b = std::fs::read(&victim).unwrap();
+    b[0] ^= 0x40;
+    std::fs::write(&victim, &b).unwrap();
+    let disk3 = Arc::new(upg::disk_cache::DiskCache::open(&cdir, 1 << 30).unwrap());
+    let (st, a, opened) = mount(&disk3);
+    common::assert_identical(&a, &dir);
+    assert_eq!(disk3.stats().invalid, 1, "{}", disk3.stats_line());
+    let want = u64::from(a.chunks()[3].stored_len);
+    assert_eq!(
+        st.stats().bytes - opened,
+        want,
+        "only the damaged chunk is refetched"
+    );
+    assert_eq!(
+        std::fs::read(&victim).unwrap().len() as u64,
+        want,
+        "and stored again"
+    );
 }

@@ -10,6 +10,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::ArchiveError;
 use crate::cache::{Bytes, CacheStats, ChunkCache};
 use crate::codec::Codec;
+use crate::disk_cache::{DiskCache, Namespace};
 use crate::format::{self, ChunkRecord, FileEntry, Footer, Index, SegmentKind};
 use crate::storage::{FileStorage, Storage, StorageError};
 
@@ -50,6 +51,8 @@ pub struct Archive {
     /// Per file, per segment: the file offset where the segment starts (for binary search).
     seg_starts: Vec<Vec<u64>>,
     cache: ChunkCache<ArchiveError>,
+    /// Persistent cache of stored chunks (remote archives with `--cache-dir`), set once.
+    disk: std::sync::OnceLock<(Arc<DiskCache>, Namespace)>,
 }
 
 impl Archive {
@@ -122,6 +125,7 @@ impl Archive {
             index,
             seg_starts,
             cache: ChunkCache::new(opts.cache_bytes),
+            disk: std::sync::OnceLock::new(),
         })
     }
 
@@ -162,6 +166,42 @@ impl Archive {
     pub fn cache(&self) -> &ChunkCache<ArchiveError> {
         &self.cache
     }
+    /// Keep the stored bytes of every chunk fetched from now on in `cache` too, and look there
+    /// first (each entry checked against the chunk's record before use). Once per archive.
+    pub fn use_disk_cache(&self, cache: Arc<DiskCache>) -> std::io::Result<()> {
+        let ns = cache.namespace(&self.storage.describe(), self.len, self.footer.index_hash)?;
+        let _ = self.disk.set((cache, ns));
+        Ok(())
+    }
+
+    /// The persistent cache in use, if any.
+    pub fn disk_cache(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.get().map(|(c, _)| c)
+    }
+
+    /// The chunk's stored bytes from the persistent cache, if there and intact.
+    fn from_disk(&self, id: u32, rec: &ChunkRecord) -> Option<Vec<u8>> {
+        let (c, ns) = self.disk.get()?;
+        c.get(ns, id, rec.stored_len, rec.stored_hash)
+    }
+
+    /// Check and decode stored bytes fetched from the storage; keep them in the persistent
+    /// cache if they pass.
+    fn check_decode_fetched(
+        &self,
+        id: u32,
+        rec: &ChunkRecord,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, ArchiveError> {
+        let r = self.check_decode(id, rec, stored);
+        if r.is_ok()
+            && let Some((c, ns)) = self.disk.get()
+        {
+            c.put(ns, id, stored);
+        }
+        r
+    }
+
     /// True when every chunk uses a lossless codec.
     pub fn is_lossless(&self) -> bool {
         self.index.chunks.iter().all(|c| {
@@ -178,6 +218,9 @@ impl Archive {
             .chunks
             .get(id as usize)
             .ok_or(ArchiveError::NoSuchChunk { chunk: id })?;
+        if let Some(stored) = self.from_disk(id, &rec) {
+            return self.check_decode(id, &rec, &stored);
+        }
         STORED.with_borrow_mut(|stored| {
             // Reused per thread: a fresh 100-300 KiB buffer per chunk is above glibc's mmap
             // threshold, so each one would be mapped, page-faulted and zeroed, then unmapped.
@@ -185,7 +228,7 @@ impl Archive {
             self.storage
                 .read_exact_at(stored, rec.offset)
                 .map_err(|e| storage_err(&self.path, e))?;
-            self.check_decode(id, &rec, stored)
+            self.check_decode_fetched(id, &rec, stored)
         })
     }
 
@@ -273,8 +316,22 @@ impl Archive {
             .copied()
             .filter(|&id| (id as usize) < self.index.chunks.len())
             .collect();
-        let mut claims = self.cache.claim(&known).into_iter().peekable();
         let mut result = Ok(());
+        let mut claims = Vec::new();
+        for claim in self.cache.claim(&known) {
+            let id = claim.id();
+            let rec = self.index.chunks[id as usize];
+            match self.from_disk(id, &rec) {
+                Some(stored) => {
+                    let r = claim.fill(self.check_decode(id, &rec, &stored).map(Bytes::new));
+                    if let (Err(e), Ok(())) = (r, &result) {
+                        result = Err(e);
+                    }
+                }
+                None => claims.push(claim),
+            }
+        }
+        let mut claims = claims.into_iter().peekable();
         while let Some(first) = claims.next() {
             // The longest piece of claims whose stored bytes follow each other in the file.
             let mut piece = vec![first];
@@ -301,7 +358,7 @@ impl Archive {
                 let rec = self.index.chunks[id as usize];
                 let from = (rec.offset - start) as usize;
                 let stored = &buf[from..from + rec.stored_len as usize];
-                let r = claim.fill(self.check_decode(id, &rec, stored).map(Bytes::new));
+                let r = claim.fill(self.check_decode_fetched(id, &rec, stored).map(Bytes::new));
                 if let (Err(e), Ok(())) = (r, &result) {
                     result = Err(e);
                 }
