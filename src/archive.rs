@@ -36,6 +36,62 @@ pub trait Observer: Send + Sync {
         let _ = path;
         Box::new(())
     }
+    /// A stale temporary output left by process `pid` (killed before it could clean up: that
+    /// process no longer exists) was removed from `path`.
+    fn stale_removed(&self, path: &std::path::Path, pid: u32) {
+        let _ = (path, pid);
+    }
+}
+
+/// Remove the temporary outputs (`.NAME.upg-tmp-PID`, files or directories) in `dir` whose
+/// process no longer exists: a pack or unpack killed by SIGKILL (or a crash) cannot remove its
+/// own. Called by `pack` and `unpack` before they create theirs in that directory; each removal
+/// is told to `hooks`. A temporary whose PID is alive (or cannot be probed) is left alone, and
+/// nothing here fails the caller. (A temporary of a process in another PID namespace sharing
+/// the directory would look stale; upg assumes one namespace per output directory.)
+pub fn remove_stale_temps(dir: &std::path::Path, hooks: &dyn Observer) {
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.starts_with('.'))
+            .and_then(|n| n.rsplit_once(".upg-tmp-"))
+            .map(|(_, pid)| pid)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = libc::pid_t::try_from(pid) else {
+            continue;
+        };
+        if pid == std::process::id() || raw <= 0 {
+            continue;
+        }
+        // SAFETY: signal 0 only probes whether the process exists; nothing is sent.
+        let gone = unsafe { libc::kill(raw, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if !gone {
+            continue;
+        }
+        let path = e.path();
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        if removed.is_ok() {
+            hooks.stale_removed(&path, pid);
+        }
+    }
 }
 
 /// A sink for the bytes of one piece of work done so far.

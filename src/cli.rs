@@ -94,6 +94,13 @@ impl crate::archive::Observer for Terminal {
     fn temp_created(&self, path: &std::path::Path) -> Box<dyn std::any::Any> {
         Box::new(crate::cleanup::register(path))
     }
+    fn stale_removed(&self, path: &std::path::Path, pid: u32) {
+        // Said even with --quiet: something was deleted.
+        eprintln!(
+            "upg: removed {}, a temporary output left by process {pid}, which no longer exists",
+            crate::text::escaped(&path.display().to_string())
+        );
+    }
 }
 
 /// A bar that clears itself when the work ends.

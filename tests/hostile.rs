@@ -543,3 +543,50 @@ fn deep_paths_open_in_linear_time() {
         "2000-deep paths took {deep:.3} s, 125-deep ones {shallow:.3} s for the same bytes"
     );
 }
+
+/// Issue 13 item 8: a SIGKILLed pack or unpack leaves `.NAME.upg-tmp-PID` behind forever. The
+/// next pack or unpack into that directory removes those whose process is gone, saying so on
+/// stderr, and leaves a live process's alone.
+#[test]
+fn stale_temporaries_of_dead_processes_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_model(tmp.path());
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // A PID that no longer exists: a child that has exited and been reaped.
+    let dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let stale_file = out.join(format!(".m.upg.upg-tmp-{dead_pid}"));
+    std::fs::write(&stale_file, b"half an archive").unwrap();
+    let stale_dir = out.join(format!(".restored.upg-tmp-{dead_pid}"));
+    std::fs::create_dir_all(stale_dir.join("sub")).unwrap();
+    std::fs::write(stale_dir.join("sub/x"), b"half a file").unwrap();
+    let live = out.join(format!(".other.upg-tmp-{}", std::process::id()));
+    std::fs::write(&live, b"in use").unwrap();
+    let unrelated = out.join(".notes.upg-tmp-x1");
+    std::fs::write(&unrelated, b"not ours").unwrap();
+
+    let a = out.join("m.upg");
+    let (code, _, err) = upg_raw(&["pack", s(&dir), "-o", s(&a), "-q"]);
+    let err = String::from_utf8_lossy(&err).into_owned();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !stale_file.exists() && !stale_dir.exists(),
+        "stale temporaries left: {err}"
+    );
+    assert!(
+        err.contains(&format!("upg-tmp-{dead_pid}")) && err.contains("no longer exists"),
+        "removal not reported: {err}"
+    );
+    assert!(live.exists() && unrelated.exists());
+
+    std::fs::write(&stale_file, b"half an archive").unwrap();
+    let (code, _, err) = upg_raw(&["unpack", s(&a), "-o", s(&out.join("restored")), "-q"]);
+    let err = String::from_utf8_lossy(&err).into_owned();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!stale_file.exists(), "{err}");
+    assert!(err.contains("no longer exists"), "{err}");
+    assert!(live.exists() && unrelated.exists());
+}

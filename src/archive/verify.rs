@@ -435,6 +435,7 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
     // `resolve_output` made `out` absolute with a normal last component: the temporary is its
     // sibling, never inside it, and on the same file system (the final rename is atomic).
     let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    super::remove_stale_temps(out.parent().unwrap_or(Path::new("/")), &*opts.hooks);
     let tmp = out.with_file_name(format!(".{name}.upg-tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     // Removed by the `upg` binary's signal thread if the unpack is interrupted.

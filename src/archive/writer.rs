@@ -691,6 +691,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         .build()
         .map_err(|e| PackError::Options(format!("thread pool: {e}")))?;
 
+    super::remove_stale_temps(output.parent().unwrap_or(Path::new(".")), &*opts.hooks);
     let tmp = output.with_file_name(format!(
         ".{}.upg-tmp-{}",
         output

@@ -383,6 +383,49 @@ pub fn check_mountpoint(mp: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
+/// Lock the mountpoint directory for the check and the mount, and check that nothing has been
+/// mounted on it since [`check_mountpoint`] (two `upg-mount` started at once on one empty
+/// directory both passed that check and stacked two mounts). `flock` on the directory itself:
+/// a second `upg-mount` that opened it before the first mounted waits here, then finds the
+/// path leading to another file system than the directory it locked and refuses; one that
+/// opens it after finds the root of a FUSE file system there and refuses. Released once
+/// mounted.
+fn lock_mountpoint(mp: &Path) -> Result<std::fs::File, MountError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let err = |msg: String| MountError::Mountpoint {
+        path: mp.to_path_buf(),
+        msg,
+    };
+    let dir = std::fs::File::open(mp).map_err(|e| err(e.to_string()))?;
+    // SAFETY: flock on a descriptor we own; it blocks until the other holder closes it.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(err(format!(
+            "locking it: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let locked = dir.metadata().map_err(|e| err(e.to_string()))?;
+    let now = std::fs::metadata(mp).map_err(|e| err(e.to_string()))?;
+    // SAFETY: statfs fills the struct; the path is a valid NUL-terminated string.
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    let c = cstring(mp)?;
+    let fuse_root = unsafe { libc::statfs(c.as_ptr(), &mut sfs) } == 0
+        && sfs.f_type as i64 == FUSE_SUPER_MAGIC
+        && std::fs::metadata(mp.join("..")).is_ok_and(|p| p.dev() != now.dev());
+    if (locked.dev(), locked.ino()) != (now.dev(), now.ino()) || fuse_root {
+        return Err(err(
+            "already mounted (another upg-mount mounted it first; `umount` it, or pick \
+             another empty directory)"
+                .into(),
+        ));
+    }
+    Ok(dir)
+}
+
+/// `statfs` type of a FUSE file system.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
 /// Run `upg-mount`; returns the exit code (0 ok, 2 error; `--status`: 1 if reads failed).
 pub fn run(args: MountArgs) -> i32 {
     if let Some(mp) = &args.status {
@@ -918,7 +961,19 @@ fn serve_logged(
             )
         }));
     }
-    let mut mounted = match fuse::mount(vfs.clone(), &args.mountpoint, cfg) {
+    let lock = match lock_mountpoint(&args.mountpoint) {
+        Ok(l) => l,
+        Err(e) => {
+            report(
+                ready,
+                &format!("{}\n", crate::text::escaped(&e.to_string())),
+            );
+            return Err(e);
+        }
+    };
+    let mounted = fuse::mount(vfs.clone(), &args.mountpoint, cfg);
+    drop(lock);
+    let mut mounted = match mounted {
         Ok(m) => m,
         Err(e) => {
             let e = MountError::Mount {
