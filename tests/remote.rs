@@ -811,3 +811,92 @@ fn cache_dir_serves_refetched_chunks_from_disk_and_refetches_damaged_entries() {
         "and stored again"
     );
 }
+
+#[test]
+fn pack_streams_into_a_multipart_upload_and_a_failed_pack_leaves_the_old_object() {
+    let Some(s3) = S3::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // 56 MB of BF16 weights: an archive of several 16 MiB parts.
+    let (dir, _) = packed_model_rows(tmp.path(), 21, 40_000);
+    let local = tmp.path().join("local.upg");
+    let o = upg(
+        &s3,
+        &[
+            "pack",
+            dir.to_str().unwrap(),
+            "-o",
+            local.to_str().unwrap(),
+            "-q",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = upg(
+        &s3,
+        &[
+            "pack",
+            dir.to_str().unwrap(),
+            "-o",
+            "s3://models/big.upg",
+            "-q",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let want = std::fs::read(&local).unwrap();
+    assert!(
+        want.len() > 2 * (16 << 20),
+        "{} bytes: not several parts",
+        want.len()
+    );
+    let r = s3.remote(Duration::from_secs(30));
+    let read_all = |st: &RemoteStorage| {
+        let mut got = vec![0u8; st.len() as usize];
+        st.read_exact_at(&mut got, 0).unwrap();
+        got
+    };
+    let st = r.open("big.upg").unwrap();
+    assert!(
+        read_all(&st) == want,
+        "the uploaded archive differs from a local pack"
+    );
+
+    // A pack that fails after the upload was started (missing input): the upload is aborted,
+    // nothing new appears, the object already under the key is untouched.
+    let o = upg(
+        &s3,
+        &[
+            "pack",
+            tmp.path().join("nope").to_str().unwrap(),
+            "-o",
+            "s3://models/big.upg",
+            "--force",
+        ],
+    );
+    assert!(!o.status.success());
+    let o2 = upg(
+        &s3,
+        &[
+            "pack",
+            tmp.path().join("nope").to_str().unwrap(),
+            "-o",
+            "s3://models/new.upg",
+        ],
+    );
+    assert!(!o2.status.success());
+    assert!(
+        read_all(&r.open("big.upg").unwrap()) == want,
+        "the old object changed"
+    );
+    assert!(r.open("new.upg").is_err(), "a failed pack left an object");
+    let mut c = Command::new("python3");
+    s3.env(&mut c).args([
+        "-c",
+        "import boto3; s=boto3.client('s3'); print(len(s.list_multipart_uploads(Bucket='models').get('Uploads', [])))",
+    ]);
+    let out = c.output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "uploads left open: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -600,6 +600,93 @@ impl Drop for TempGuard {
     }
 }
 
+/// Where [`pack_to`] writes an archive: bytes in order, never read back, made visible only
+/// by [`ArchiveSink::finish`]. A sink dropped unfinished discards what it was given (a local
+/// temporary is removed, a multipart upload aborted), so a failed pack never leaves a
+/// complete-looking archive.
+pub trait ArchiveSink {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()>;
+    /// Make the archive visible under its name (rename into place, complete the upload).
+    fn finish(self: Box<Self>) -> std::io::Result<()>;
+}
+
+/// The local-file sink of [`pack`]: a hidden temporary beside the output (writeback started
+/// every [`WRITEBACK_STEP`]), synced and renamed into place at the end.
+struct FileSink {
+    w: BufWriter<File>,
+    tmp: PathBuf,
+    output: PathBuf,
+    written: u64,
+    next_writeback: u64,
+    guard: TempGuard,
+    _registered: Box<dyn std::any::Any>,
+}
+
+impl FileSink {
+    fn create(output: &Path, hooks: &dyn super::Observer) -> std::io::Result<FileSink> {
+        super::remove_stale_temps(output.parent().unwrap_or(Path::new(".")), hooks);
+        let tmp = output.with_file_name(format!(
+            ".{}.upg-tmp-{}",
+            output
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("archive"),
+            std::process::id()
+        ));
+        let guard = TempGuard {
+            path: tmp.clone(),
+            done: false,
+        };
+        // The caller may remove it if the process is interrupted (the `upg` binary's signal thread).
+        let registered = hooks.temp_created(&tmp);
+        let f = File::create(&tmp)?;
+        // Small buffer: encoded chunks (tens to hundreds of KiB) are larger than it and go to
+        // the file directly (BufWriter bypasses its buffer for them), saving a copy; small
+        // records and the index are still batched.
+        Ok(FileSink {
+            w: BufWriter::with_capacity(64 << 10, f),
+            tmp,
+            output: output.to_path_buf(),
+            written: 0,
+            next_writeback: WRITEBACK_STEP,
+            guard,
+            _registered: registered,
+        })
+    }
+}
+
+impl ArchiveSink for FileSink {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(buf)?;
+        self.written += buf.len() as u64;
+        if self.written >= self.next_writeback {
+            start_writeback(self.w.get_ref());
+            self.next_writeback = self.written.saturating_add(WRITEBACK_STEP);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> std::io::Result<()> {
+        self.w.flush()?;
+        self.w.get_ref().sync_all()?;
+        std::fs::rename(&self.tmp, &self.output)?;
+        self.guard.done = true;
+        Ok(())
+    }
+}
+
+/// `upg pack -o s3://`: the archive goes straight into a multipart upload, completed by
+/// `finish` (aborted if dropped before).
+impl ArchiveSink for crate::storage::remote::MultipartWriter {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        std::io::Write::write_all(self, buf)
+    }
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        crate::storage::remote::MultipartWriter::finish(*self)
+            .map_err(|e| std::io::Error::new(e.kind, e.to_string()))
+    }
+}
+
 fn check_output(inputs: &Path, output: &Path, force: bool) -> Result<(), PackError> {
     let in_abs = std::fs::canonicalize(inputs).map_err(|e| io_err(inputs, e))?;
     let parent = match output.parent() {
@@ -625,6 +712,18 @@ fn check_output(inputs: &Path, output: &Path, force: bool) -> Result<(), PackErr
 
 /// Pack `input` (a model directory or one `.safetensors` file) into the archive `output`.
 pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSummary, PackError> {
+    pack_to(input, output, None, opts)
+}
+
+/// [`pack`] into `sink` instead of a local file (`None`: the local file `output`, checked and
+/// written through a temporary). `output` is the name errors give the archive (for an upload:
+/// its URL); the input checks against a local output are skipped for a sink.
+pub fn pack_to(
+    input: &Path,
+    output: &Path,
+    sink: Option<Box<dyn ArchiveSink>>,
+    opts: &PackOptions,
+) -> Result<PackSummary, PackError> {
     let cs = opts.chunk_size;
     if cs < 4096 || !cs.is_multiple_of(4096) || cs > format::MAX_CHUNK_LEN {
         return Err(PackError::Options(format!(
@@ -638,7 +737,9 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         mut notices,
         mut warnings,
     } = input::collect(input, opts)?;
-    check_output(input, output, opts.force)?;
+    if sink.is_none() {
+        check_output(input, output, opts.force)?;
+    }
     let plans: Vec<Vec<SegPlan>> = inputs
         .iter()
         .map(|f| plan_file(f, opts, &mut notices))
@@ -691,31 +792,13 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
         .build()
         .map_err(|e| PackError::Options(format!("thread pool: {e}")))?;
 
-    super::remove_stale_temps(output.parent().unwrap_or(Path::new(".")), &*opts.hooks);
-    let tmp = output.with_file_name(format!(
-        ".{}.upg-tmp-{}",
-        output
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("archive"),
-        std::process::id()
-    ));
-    let mut guard = TempGuard {
-        path: tmp.clone(),
-        done: false,
+    let mut w: Box<dyn ArchiveSink> = match sink {
+        Some(s) => s,
+        None => Box::new(FileSink::create(output, &*opts.hooks).map_err(|e| io_err(output, e))?),
     };
-    // The caller may remove it if the process is interrupted (the `upg` binary's signal thread).
-    let _registered = opts.hooks.temp_created(&tmp);
-    // Errors name the output the user asked for, not the hidden temporary beside it.
-    let out_file = File::create(&tmp).map_err(|e| io_err(output, e))?;
-    // Small buffer: encoded chunks (tens to hundreds of KiB) are larger than it and go to the
-    // file directly (BufWriter bypasses its buffer for them), saving a copy; small records and
-    // the index are still batched.
-    let mut w = BufWriter::with_capacity(64 << 10, out_file);
     w.write_all(&format::superblock())
         .map_err(|e| io_err(output, e))?;
     let mut pos = format::SUPERBLOCK_LEN as u64;
-    let mut next_writeback = WRITEBACK_STEP;
 
     let total_in: u64 = inputs.iter().map(|f| f.size).sum();
     let bar = opts.hooks.start("packing", total_in);
@@ -945,10 +1028,6 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
                     PackError::Options("more than 2^32 chunks: use a larger --chunk-size".into())
                 })?;
                 w.write_all(&d.stored).map_err(|e| io_err(output, e))?;
-                if pos >= next_writeback {
-                    start_writeback(w.get_ref());
-                    next_writeback = pos.saturating_add(WRITEBACK_STEP);
-                }
                 let (codec_id, codec_param) = d.codec.to_id();
                 chunks.push(ChunkRecord {
                     offset: pos,
@@ -1134,11 +1213,7 @@ pub fn pack(input: &Path, output: &Path, opts: &PackOptions) -> Result<PackSumma
     w.write_all(&ib).map_err(|e| io_err(output, e))?;
     w.write_all(&format::footer_bytes(&footer))
         .map_err(|e| io_err(output, e))?;
-    let out_file = w.into_inner().map_err(|e| io_err(output, e.into_error()))?;
-    out_file.sync_all().map_err(|e| io_err(output, e))?;
-    drop(out_file);
-    std::fs::rename(&tmp, output).map_err(|e| io_err(output, e))?;
-    guard.done = true;
+    w.finish().map_err(|e| io_err(output, e))?;
     summary.bytes_in = total_in;
     summary.bytes_out = pos + ib.len() as u64 + format::FOOTER_LEN as u64;
     if summary.bytes_out > total_in {

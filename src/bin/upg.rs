@@ -7,7 +7,7 @@ use upg::text::escaped;
 
 use clap::{Parser, Subcommand};
 use upg::archive::reader::DEFAULT_CACHE_BYTES;
-use upg::archive::writer::{DEFAULT_CHUNK_SIZE, PackOptions, pack};
+use upg::archive::writer::{DEFAULT_CHUNK_SIZE, PackOptions, pack_to};
 use upg::archive::{Archive, verify};
 use upg::cli;
 use upg::codec::quant::Preset;
@@ -307,28 +307,16 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                 upg::storage::Location::Remote(u) => Some(u),
                 upg::storage::Location::Local(_) => None,
             };
-            // An upload is packed into a private temporary directory first (removed on exit).
-            let staging = match &upload_to {
-                Some(_) => Some(
-                    tempfile::Builder::new()
-                        .prefix("upg-upload-")
-                        .tempdir()
-                        .map_err(|e| {
-                            cli::CliError::Usage(format!(
-                                "temporary directory for the upload (set TMPDIR to a roomier \
-                                 place): {e}"
-                            ))
-                        })?,
-                ),
+            // An upload is written straight into a multipart upload as it is packed (no local
+            // copy); it becomes visible only when complete and is aborted on any failure.
+            let sink = match &upload_to {
+                Some(u) => Some(cli::remote::upload_sink(u, &remote)?),
                 None => None,
             };
-            let local_out = match &staging {
-                Some(d) => d.path().join("archive.upg"),
-                None => output.clone(),
-            };
-            let s = pack(
+            let s = pack_to(
                 &input,
-                &local_out,
+                &output,
+                sink,
                 &PackOptions {
                     chunk_size,
                     threads,
@@ -341,9 +329,6 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
                     default_excludes: !no_default_excludes,
                 },
             )?;
-            if let Some(u) = &upload_to {
-                cli::remote::upload(&local_out, u, &remote, !json && !quiet)?;
-            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
                 if !quiet {

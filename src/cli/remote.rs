@@ -143,13 +143,12 @@ pub fn expand_mount_sources(
     Ok(found.into_iter().map(|(_, (n, s))| (Some(n), s)).collect())
 }
 
-/// Upload a finished local archive to `s3://` (multipart; nothing visible until complete).
-pub fn upload(
-    local: &Path,
+/// A sink that writes an archive being packed straight into a multipart upload to `url`
+/// (`s3://` only; nothing is visible until the pack completes it, and a failed pack aborts it).
+pub fn upload_sink(
     url: &RemoteUrl,
     remote: &RemoteArgs,
-    progress: bool,
-) -> Result<(), CliError> {
+) -> Result<Box<dyn crate::archive::writer::ArchiveSink>, CliError> {
     let RemoteUrl::S3 { key, .. } = url else {
         return Err(CliError::Usage(format!(
             "{url}: upload needs an s3:// URL (HTTP servers are read-only here)"
@@ -161,9 +160,8 @@ pub fn upload(
         )));
     }
     let r = Remote::connect(url, &remote.options()).map_err(|e| CliError::Remote(e.to_string()))?;
-    let len = std::fs::metadata(local).map(|m| m.len()).unwrap_or(0);
-    let pb = super::progress_bar(progress, len, "upload");
-    let result = r.upload(local, key, &|n| pb.set_position(n));
-    pb.finish_and_clear();
-    result.map_err(|e| CliError::Remote(e.to_string()))
+    let w = r
+        .upload_writer(key, Box::new(|_| {}))
+        .map_err(|e| CliError::Remote(e.to_string()))?;
+    Ok(Box::new(w))
 }

@@ -551,79 +551,214 @@ impl Remote {
         Ok(keys)
     }
 
-    /// Upload the local file `src` as `key` with a multipart upload (16 MiB parts, 4 in flight,
-    /// each part retried until the deadline). Until the final CompleteMultipartUpload nothing is
-    /// visible under `key`; on any failure the upload is aborted (the parts are deleted) and an
-    /// existing object under `key` is left as it was. `progress` gets the bytes sent so far.
-    pub fn upload(
+    /// Start a multipart upload to `key` that is fed through [`std::io::Write`] as the bytes
+    /// are produced (`upg pack -o s3://` writes the archive straight into it: no local copy).
+    /// Parts of [`UPLOAD_PART`] bytes go out as they fill, [`UPLOAD_IN_FLIGHT`] at a time (the
+    /// client retries each part until the deadline). Nothing is visible under `key` until
+    /// [`MultipartWriter::finish`] completes the upload; a writer dropped unfinished, or any
+    /// failure, aborts it (its parts are deleted) and an existing object under `key` is left as
+    /// it was. `progress` gets the bytes sent so far.
+    pub fn upload_writer(
         &self,
-        src: &std::path::Path,
         key: &str,
-        progress: &dyn Fn(u64),
-    ) -> Result<(), StorageError> {
-        use std::os::unix::fs::FileExt;
-        const PART: usize = 16 << 20;
-        const IN_FLIGHT: usize = 4;
-        let (file, meta) = super::open_regular(src)?;
-        let len = meta.len();
+        progress: Box<dyn Fn(u64) + Send>,
+    ) -> Result<MultipartWriter, StorageError> {
         let path = self.obj_path(key);
         let what = format!("{}/{key}: upload", self.origin);
-        if len == 0 {
-            return Err(StorageError::new(
-                io::ErrorKind::InvalidInput,
-                format!("{}: empty file", src.display()),
-            ));
-        }
         let live = self.live()?;
-        let mut upload = live
+        let upload = live
             .rt
             .block_on(live.upload_store.put_multipart(&path))
             .map_err(|e| {
                 let f = Failure::from_store(e);
                 StorageError::new(f.kind, format!("{what}: {}", f.msg))
             })?;
-        let err = |e: &dyn std::fmt::Display| {
-            StorageError::new(io::ErrorKind::Other, format!("{what}: {e}"))
-        };
-        let store_err = |e: object_store::Error| {
-            let f = Failure::from_store(e);
-            StorageError::new(f.kind, format!("{what}: {}", f.msg))
-        };
-        let result = (|| -> Result<(), StorageError> {
-            let mut pending = VecDeque::new();
-            let mut off = 0u64;
-            loop {
-                if off < len {
-                    let n = ((len - off) as usize).min(PART);
-                    let mut buf = vec![0u8; n];
-                    file.read_exact_at(&mut buf, off).map_err(|e| {
-                        StorageError::new(e.kind(), format!("{}: {e}", src.display()))
-                    })?;
-                    let fut = upload.put_part(object_store::PutPayload::from(buf));
-                    off += n as u64;
-                    pending.push_back((live.rt.spawn(fut), off));
-                }
-                if pending.len() >= IN_FLIGHT || (off >= len && !pending.is_empty()) {
-                    if let Some((h, end)) = pending.pop_front() {
-                        live.rt
-                            .block_on(h)
-                            .map_err(|e| err(&e))?
-                            .map_err(store_err)?;
-                        progress(end);
-                    }
-                } else if off >= len {
-                    break;
+        Ok(MultipartWriter {
+            live,
+            upload: Some(upload),
+            buf: Vec::with_capacity(UPLOAD_PART),
+            pending: VecDeque::new(),
+            queued: 0,
+            total: 0,
+            what,
+            progress,
+        })
+    }
+
+    /// Upload the local file `src` to `key` through [`Remote::upload_writer`].
+    pub fn upload(
+        &self,
+        src: &std::path::Path,
+        key: &str,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), StorageError> {
+        use std::io::Read;
+        let (mut file, meta) = super::open_regular(src)?;
+        if meta.len() == 0 {
+            return Err(StorageError::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: empty file", src.display()),
+            ));
+        }
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let s2 = sent.clone();
+        let mut w = self.upload_writer(
+            key,
+            Box::new(move |n| s2.store(n, std::sync::atomic::Ordering::Relaxed)),
+        )?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| StorageError::new(e.kind(), format!("{}: {e}", src.display())))?;
+            if n == 0 {
+                break;
+            }
+            io::Write::write_all(&mut w, &buf[..n])
+                .map_err(|e| StorageError::new(e.kind(), e.to_string()))?;
+            progress(sent.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        w.finish()?;
+        progress(meta.len());
+        Ok(())
+    }
+}
+
+/// Size of one multipart part: 16 MiB keeps a 1.3 TB archive under S3's 10,000-part limit
+/// (at 16 MiB: 160 GiB; larger archives need larger parts, so the part size doubles past
+/// that), and four in flight fill a fast link without holding much memory (64 MiB).
+pub const UPLOAD_PART: usize = 16 << 20;
+/// Parts sent at once.
+pub const UPLOAD_IN_FLIGHT: usize = 4;
+/// S3's cap on the number of parts of one upload.
+const MAX_PARTS: u64 = 10_000;
+
+type PartHandle = tokio::task::JoinHandle<object_store::Result<()>>;
+
+/// A multipart upload fed as a [`std::io::Write`]: see [`Remote::upload_writer`].
+pub struct MultipartWriter {
+    live: Arc<Live>,
+    upload: Option<Box<dyn object_store::MultipartUpload>>,
+    buf: Vec<u8>,
+    /// Parts sent, not yet confirmed, with the byte count sent once each completes.
+    pending: VecDeque<(PartHandle, u64)>,
+    /// Parts queued so far (the part size grows past 10,000 x 16 MiB... see [`Self::part_len`]).
+    queued: u64,
+    /// Bytes handed to parts so far.
+    total: u64,
+    what: String,
+    progress: Box<dyn Fn(u64) + Send>,
+}
+
+impl MultipartWriter {
+    /// The size of the next part: 16 MiB for the first 5,000 parts (80 GiB), then doubling
+    /// every 1,000 parts, so that any archive up to S3's 5 TiB fits in 10,000 parts.
+    fn part_len(&self) -> usize {
+        let extra = self.queued.saturating_sub(MAX_PARTS / 2) / 1000;
+        UPLOAD_PART << extra.min(8)
+    }
+
+    fn fail(&self, msg: impl std::fmt::Display) -> io::Error {
+        io::Error::other(format!("{}: {msg}", self.what))
+    }
+
+    fn store_fail(&self, e: object_store::Error) -> io::Error {
+        let f = Failure::from_store(e);
+        io::Error::new(f.kind, format!("{}: {}", self.what, f.msg))
+    }
+
+    /// Wait for the oldest part in flight.
+    fn wait_one(&mut self) -> io::Result<()> {
+        if let Some((h, end)) = self.pending.pop_front() {
+            match self.live.rt.block_on(h) {
+                Err(e) => return Err(self.fail(e)),
+                Ok(Err(e)) => return Err(self.store_fail(e)),
+                Ok(Ok(_)) => (self.progress)(end),
+            }
+        }
+        Ok(())
+    }
+
+    /// Send the buffered bytes as one part.
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        while self.pending.len() >= UPLOAD_IN_FLIGHT {
+            self.wait_one()?;
+        }
+        if self.queued >= MAX_PARTS {
+            return Err(self.fail("more than 10,000 parts: the archive is too large for S3"));
+        }
+        let next = self.part_len();
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(next));
+        self.total += part.len() as u64;
+        self.queued += 1;
+        let upload = self
+            .upload
+            .as_mut()
+            .expect("open until finished or dropped");
+        let fut = upload.put_part(object_store::PutPayload::from(part));
+        let h = self.live.rt.spawn(fut);
+        self.pending.push_back((h, self.total));
+        Ok(())
+    }
+
+    /// Send what is left, wait for every part and complete the upload: only now does the object
+    /// appear under its key. On failure the upload is aborted.
+    pub fn finish(mut self) -> Result<(), StorageError> {
+        let r = (|| -> io::Result<()> {
+            if self.total == 0 && self.buf.is_empty() {
+                return Err(self.fail("nothing was written"));
+            }
+            self.send()?;
+            while !self.pending.is_empty() {
+                self.wait_one()?;
+            }
+            let mut upload = self.upload.take().expect("open until finished or dropped");
+            match self.live.rt.block_on(upload.complete()) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let err = self.store_fail(e);
+                    let _ = self.live.rt.block_on(upload.abort());
+                    Err(err)
                 }
             }
-            live.rt
-                .block_on(upload.complete())
-                .map(|_| ())
-                .map_err(store_err)
         })();
-        if result.is_err() {
-            let _ = live.rt.block_on(upload.abort());
+        r.map_err(|e| StorageError::new(e.kind(), e.to_string()))
+    }
+}
+
+impl io::Write for MultipartWriter {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let room = self.part_len().saturating_sub(self.buf.len());
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() >= self.part_len() {
+                self.send()?;
+            }
         }
-        result
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for MultipartWriter {
+    fn drop(&mut self) {
+        // Unfinished (an error, or the caller gave up): abort, so no parts linger and nothing
+        // appears under the key. Parts in flight are cancelled first.
+        if let Some(mut upload) = self.upload.take() {
+            for (h, _) in self.pending.drain(..) {
+                h.abort();
+            }
+            let _ = self.live.rt.block_on(upload.abort());
+        }
     }
 }
 
