@@ -41,8 +41,8 @@ enum Cmd {
         /// single .safetensors or GGUF file.
         input: PathBuf,
         /// Output archive path (written to a temporary name, renamed when complete), or
-        /// s3://BUCKET/KEY.upg: packed to a temporary file in $TMPDIR, then sent with a
-        /// multipart upload that becomes visible only when complete (aborted on failure).
+        /// s3://BUCKET/KEY.upg: written straight into a multipart upload as it is packed (no
+        /// local copy), visible only when complete (aborted on failure).
         #[arg(short, long)]
         output: PathBuf,
         /// Worker threads (default: all cores). The calling thread, which hashes, de-duplicates
