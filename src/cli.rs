@@ -67,6 +67,27 @@ impl CliError {
     }
 }
 
+/// Files this many times larger than their archive are reported (`inspect`, `verify`): lossless
+/// coding of real weights gives about 1.5x and zstd of text about 10x; beyond 1000x the archive
+/// is mostly references to a few repeated or constant chunks, a "de-duplication bomb" if it was
+/// not made on purpose.
+pub const ABSURD_EXPANSION: u64 = 1000;
+
+/// The line saying that `logical` bytes of files come from an archive of `stored` bytes, when
+/// that is more than [`ABSURD_EXPANSION`] times as much.
+pub fn expansion_note(logical: u64, stored: u64) -> Option<String> {
+    (logical / stored.max(1) > ABSURD_EXPANSION).then(|| {
+        format!(
+            "the files hold {} ({logical} bytes) from an archive of {} ({}x, over {ABSURD_EXPANSION}x: \
+             de-duplicated or constant chunks); unpacking needs that much free space and \
+             verifying decodes all of it",
+            human(logical),
+            human(stored),
+            logical / stored.max(1)
+        )
+    })
+}
+
 impl From<String> for CliError {
     fn from(s: String) -> Self {
         CliError::Usage(s)

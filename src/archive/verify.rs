@@ -16,8 +16,33 @@ use crate::codec::quant::QuantStats;
 use crate::codec::{Codec, FloatKind};
 use crate::format::SegmentKind;
 
-/// Chunks decoded per parallel step while streaming a file through SHA-256.
-const STEP_CHUNKS: usize = 64;
+/// Decoded bytes per parallel step while streaming a file through SHA-256 (at least one chunk
+/// per step): 64 chunks of the default 256 KiB. A step used to be 64 chunks whatever their
+/// size, so a crafted archive of 64 MiB chunks held 4 GiB at once.
+const STEP_BYTES: u64 = 16 << 20;
+
+/// `spans` cut into consecutive steps of at most [`STEP_BYTES`] decoded bytes (a larger chunk
+/// alone in its step).
+fn steps(spans: &[super::ChunkSpan]) -> impl Iterator<Item = &[super::ChunkSpan]> {
+    let mut rest = spans;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0u64;
+        let n = rest
+            .iter()
+            .take_while(|s| {
+                bytes += u64::from(s.len);
+                bytes <= STEP_BYTES
+            })
+            .count()
+            .max(1);
+        let (step, tail) = rest.split_at(n);
+        rest = tail;
+        Some(step)
+    })
+}
 
 /// One thing found wrong, located as precisely as possible.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -57,7 +82,7 @@ pub fn stream_file(
         length: None,
     })?;
     let mut n = 0u64;
-    for step in spans.chunks(STEP_CHUNKS) {
+    for step in steps(&spans) {
         let decoded: Vec<_> = step
             .par_iter()
             .map(|s| a.decode_chunk_uncached(s.chunk))
@@ -105,7 +130,7 @@ pub fn scan_file(a: &Archive, fi: usize, mut sink: impl FnMut(u64, &[u8])) -> (u
     let mut bad: Vec<Problem> = Vec::new();
     // End offset of the last damaged range, to merge a run of damaged chunks.
     let mut bad_end: Option<u64> = None;
-    for step in spans.chunks(STEP_CHUNKS) {
+    for step in steps(&spans) {
         let decoded: Vec<_> = step
             .par_iter()
             .map(|s| a.decode_chunk_uncached(s.chunk))
@@ -290,9 +315,10 @@ fn check_orphans(a: &Archive, referenced: &[bool], rep: &mut VerifyReport) {
     let orphans: Vec<u32> = (0..a.chunks().len() as u32)
         .filter(|&c| !referenced[c as usize])
         .collect();
+    // Only the errors are kept: each decoded chunk is dropped by the thread that decoded it.
     for r in orphans
         .par_iter()
-        .map(|&c| a.decode_chunk_uncached(c))
+        .map(|&c| a.decode_chunk_uncached(c).map(drop))
         .collect::<Vec<_>>()
     {
         if let Err(e) = r {
@@ -349,6 +375,13 @@ pub enum UnpackError {
     /// holding the archive itself (`-o .`, `-o ..`, `-o sub/..`): refused whatever `force` says.
     #[error("refusing to unpack into {path}: {reason}; name a new directory (e.g. -o ./restored)")]
     UnsafeOutput { path: PathBuf, reason: &'static str },
+    /// The files would not fit: checked before anything is written (a de-duplicated archive can
+    /// describe far more bytes than it stores).
+    #[error(
+        "{path}: the files to unpack hold {need} bytes, the file system has {free} bytes free; \
+         nothing written"
+    )]
+    NoSpace { path: PathBuf, need: u64, free: u64 },
     /// Writing failed.
     #[error("{path}: {msg}")]
     Io { path: PathBuf, msg: String },
@@ -385,6 +418,19 @@ pub struct UnpackReport {
     pub bytes: u64,
     /// Files not written because they are damaged (only with `keep_going`).
     pub damaged: Vec<Problem>,
+}
+
+/// Bytes an unprivileged user may still write on the file system holding `dir` (`statvfs`), or
+/// `None` when it cannot be asked.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct; c is a valid NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
 
 /// The archive files that `paths` name: a stored file's path, or a directory prefix of some.
@@ -435,17 +481,30 @@ pub fn unpack(a: &Archive, out: &Path, opts: &UnpackOptions) -> Result<UnpackRep
     // `resolve_output` made `out` absolute with a normal last component: the temporary is its
     // sibling, never inside it, and on the same file system (the final rename is atomic).
     let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    super::remove_stale_temps(out.parent().unwrap_or(Path::new("/")), &*opts.hooks);
+    let parent = out.parent().unwrap_or(Path::new("/"));
+    super::remove_stale_temps(parent, &*opts.hooks);
+    let selected: Vec<usize> = match &opts.only {
+        Some(v) => v.clone(),
+        None => (0..a.files().len()).collect(),
+    };
+    let total = selected
+        .iter()
+        .fold(0u64, |t, &i| t.saturating_add(a.files()[i].size));
+    // The nearest directory that exists: the output's parents may still be created.
+    if let Some(free) = parent.ancestors().find(|p| p.is_dir()).and_then(free_bytes)
+        && total > free
+    {
+        return Err(UnpackError::NoSpace {
+            path: out.to_path_buf(),
+            need: total,
+            free,
+        });
+    }
     let tmp = out.with_file_name(format!(".{name}.upg-tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     // Removed by the `upg` binary's signal thread if the unpack is interrupted.
     let _registered = opts.hooks.temp_created(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| ioe(out, e))?;
-    let selected: Vec<usize> = match &opts.only {
-        Some(v) => v.clone(),
-        None => (0..a.files().len()).collect(),
-    };
-    let total: u64 = selected.iter().map(|&i| a.files()[i].size).sum();
     let bar = opts.hooks.start("unpacking", total);
     // setuid (0o4000) and setgid (0o2000) cleared unless asked for; the sticky bit is harmless.
     let mode_mask = if opts.preserve_special_bits {

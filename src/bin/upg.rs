@@ -509,6 +509,10 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             if let Some(root) = &against {
                 check_against(root, &a)?;
             }
+            let logical = a.files().iter().fold(0u64, |t, f| t.saturating_add(f.size));
+            if let Some(n) = cli::expansion_note(logical, a.archive_len()) {
+                eprintln!("upg: note: {n}");
+            }
             let r = verify::verify_with(
                 &a,
                 against.as_deref(),

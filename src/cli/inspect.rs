@@ -327,6 +327,9 @@ pub fn print(c: &Catalog, show_tensors: bool) {
             human(ab),
             ratio(c.bytes, ab)
         );
+        if let Some(n) = super::expansion_note(c.bytes, ab) {
+            println!("  note: {n}");
+        }
         if let Some(m) = &c.meta
             && let Some(t) = m.get("lossy_total").filter(|t| !t.is_null())
         {
