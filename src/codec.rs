@@ -98,6 +98,9 @@ pub enum Codec {
     Quant(FloatKind),
     /// ggml quantized blocks split into field streams (id 4); param is the ggml type id.
     Block(u8),
+    /// F16 whose values are all BF16 values, coded as BF16 (id 2, param 4; format 1.2):
+    /// chosen by [`Codec::encode_chosen`] for `Float(F16)` chunks (`float::via_bf16`).
+    F16ViaBf16,
 }
 
 impl Codec {
@@ -106,6 +109,8 @@ impl Codec {
     pub const ID_FLOAT: u8 = 2;
     pub const ID_QUANT: u8 = 3;
     pub const ID_BLOCK: u8 = 4;
+    /// Param of [`Codec::F16ViaBf16`] under [`Codec::ID_FLOAT`].
+    pub const PARAM_F16_VIA_BF16: u8 = 4;
 
     /// The `(id, param)` pair stored in the chunk table.
     pub fn to_id(self) -> (u8, u8) {
@@ -115,6 +120,7 @@ impl Codec {
             Codec::Float(k) => (Self::ID_FLOAT, k.param()),
             Codec::Quant(k) => (Self::ID_QUANT, k.param()),
             Codec::Block(t) => (Self::ID_BLOCK, t),
+            Codec::F16ViaBf16 => (Self::ID_FLOAT, Self::PARAM_F16_VIA_BF16),
         }
     }
 
@@ -123,6 +129,7 @@ impl Codec {
         match id {
             Self::ID_RAW if param == 0 => Ok(Codec::Raw),
             Self::ID_ZSTD => Ok(Codec::Zstd(param)),
+            Self::ID_FLOAT if param == Self::PARAM_F16_VIA_BF16 => Ok(Codec::F16ViaBf16),
             Self::ID_FLOAT => FloatKind::from_param(param)
                 .map(Codec::Float)
                 .ok_or(unknown),
@@ -145,6 +152,7 @@ impl Codec {
                 "block-{}",
                 block::layout(t).map_or("?", |l| l.name).to_lowercase()
             ),
+            Codec::F16ViaBf16 => "float-f16-via-bf16".into(),
         }
     }
 
@@ -168,6 +176,15 @@ impl Codec {
                 Ok(())
             }
             Codec::Block(t) => block::encode(t, input, out),
+            Codec::F16ViaBf16 => {
+                if float::via_bf16::encode(input, out) {
+                    Ok(())
+                } else {
+                    Err(CodecError::Unsupported(
+                        "F16 values that are not all BF16 values".into(),
+                    ))
+                }
+            }
             Codec::Quant(_) => Err(CodecError::Unsupported(
                 "lossy chunks are encoded through codec::quant".into(),
             )),
@@ -182,6 +199,30 @@ impl Codec {
             Codec::Float(k) => float::decode(k, input, out),
             Codec::Quant(k) => quant::decode(k, input, out),
             Codec::Block(t) => block::decode(t, input, out),
+            Codec::F16ViaBf16 => float::via_bf16::decode(input, out),
+        }
+    }
+
+    /// Encode a lossless chunk with this codec or a better-suited variant of it, and return the
+    /// codec used (the one to record in the index). Today: a `Float(F16)` chunk whose values
+    /// are all BF16 values (an F16 file converted from BF16) becomes [`Codec::F16ViaBf16`].
+    pub fn encode_chosen(self, input: &[u8], out: &mut Vec<u8>) -> Result<Codec, CodecError> {
+        if self == Codec::Float(FloatKind::F16) {
+            out.clear();
+            if float::via_bf16::encode(input, out) {
+                return Ok(Codec::F16ViaBf16);
+            }
+        }
+        self.encode(input, out)?;
+        Ok(self)
+    }
+
+    /// The lowest format minor version that can record this codec (docs/FORMAT.md).
+    pub fn format_minor(self) -> u16 {
+        match self {
+            Codec::Raw | Codec::Zstd(_) | Codec::Float(_) | Codec::Quant(_) => 0,
+            Codec::Block(_) => 1,
+            Codec::F16ViaBf16 => 2,
         }
     }
 }

@@ -25,10 +25,11 @@ pub const FOOTER_MAGIC: [u8; 8] = *b"UPGEND\r\n";
 /// Major version: a reader refuses any other major (incompatible layout).
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor version: additions a v1 reader can ignore or refuse precisely. The newest this build
-/// writes; 1.1 added the block codec (id 4) and the GGUF header segment kind (3). A writer puts
+/// writes; 1.1 added the block codec (id 4) and the GGUF header segment kind (3), 1.2 the float
+/// codec's param 4 (F16 coded as BF16, `Codec::F16ViaBf16`). A writer puts
 /// the lowest minor that describes what it used in the footer (the superblock, written before
 /// anything is known, always says 0; readers take the footer's).
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 /// magic (8) + major (2) + minor (2) + flags (4).
 pub const SUPERBLOCK_LEN: usize = 16;
 /// index offset (8) + index length (8) + index xxh3 (8) + major (2) + minor (2) + flags (4) + magic (8).

@@ -242,6 +242,81 @@ fn f16_gguf_compresses_like_the_same_weights_in_safetensors() {
     assert!((a - b).abs() < 0.5, "safetensors {a:.2}% vs GGUF {b:.2}%");
 }
 
+/// The usual F16 GGUF is converted from a BF16 checkpoint: its values are BF16 values. Coded as
+/// BF16 (codec id 2 param 4, format 1.2) it compresses like the BF16 safetensors it came from.
+#[test]
+fn f16_gguf_converted_from_bf16_compresses_like_the_bf16_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(12);
+    let bf: Vec<Vec<u8>> = (0..4)
+        .map(|_| gaussian_bytes(&mut rng, Dtype::BF16, 512 * 512, 0.02))
+        .collect();
+    let f16: Vec<Vec<u8>> = bf
+        .iter()
+        .map(|b| {
+            b.chunks_exact(2)
+                .flat_map(|v| {
+                    let x = half::bf16::from_le_bytes([v[0], v[1]]).to_f32();
+                    half::f16::from_f32(x).to_le_bytes()
+                })
+                .collect()
+        })
+        .collect();
+    let st = dir.path().join("m.safetensors");
+    let tensors: Vec<common::Tensor> = bf
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("w{i}"), Dtype::BF16, vec![512, 512], b.clone()))
+        .collect();
+    upg::synth::write_safetensors(&st, &tensors).unwrap();
+    let specs: Vec<(String, Vec<u64>, u32, u64)> = (0..4)
+        .map(|i| (format!("w{i}"), vec![512, 512], 1, 512 * 512 * 2))
+        .collect();
+    let specs_ref: Vec<(&str, Vec<u64>, u32, u64)> = specs
+        .iter()
+        .map(|(n, d, t, s)| (n.as_str(), d.clone(), *t, *s))
+        .collect();
+    let (mut gg, _) = build::header(&[], &specs_ref, 32);
+    for b in &f16 {
+        gg.extend_from_slice(b);
+    }
+    let gp = dir.path().join("m.gguf");
+    std::fs::write(&gp, &gg).unwrap();
+    let saved = |s: &PackSummary| 100.0 * (1.0 - s.bytes_out as f64 / s.bytes_in as f64);
+    let a = saved(&pack_file(&st, &dir.path().join("st.upg"), 256 << 10));
+    let out = dir.path().join("gg.upg");
+    let b = saved(&pack_file(&gp, &out, 256 << 10));
+    assert!(a > 5.0, "float coder saved only {a:.2}%");
+    assert!(
+        (a - b).abs() < 0.5,
+        "BF16 safetensors {a:.2}% vs F16 GGUF {b:.2}%"
+    );
+    let ar = Archive::open(&out).unwrap();
+    assert_eq!(ar.format_minor(), 2, "F16-as-BF16 chunks need format 1.2");
+    let mapped = ar
+        .chunks()
+        .iter()
+        .filter(|c| (c.codec_id, c.codec_param) == (Codec::ID_FLOAT, Codec::PARAM_F16_VIA_BF16))
+        .count();
+    assert!(mapped >= 4, "{mapped} chunks coded as BF16");
+    check_reads(&ar, "m.gguf", &gg, 3);
+    // One value with 9 significant bits in a tensor: that tensor's chunk keeps the F16 coder.
+    let mut g2 = gg.clone();
+    let at = g2.len() - 2;
+    g2[at..].copy_from_slice(&0x3C01u16.to_le_bytes());
+    std::fs::write(&gp, &g2).unwrap();
+    let out2 = dir.path().join("gg2.upg");
+    pack_file(&gp, &out2, 256 << 10);
+    let ar2 = Archive::open(&out2).unwrap();
+    check_reads(&ar2, "m.gguf", &g2, 4);
+    assert!(
+        ar2.chunks()
+            .iter()
+            .any(|c| Codec::from_id(c.codec_id, c.codec_param)
+                == Ok(Codec::Float(upg::codec::FloatKind::F16)))
+    );
+}
+
 // ---- the gguf-py file, through unpack and a real mount ----
 
 fn python_gguf(out: &Path) {

@@ -564,10 +564,10 @@ fn encode_job(job: &Job, data: &[u8], mut stored: Vec<u8>) -> Result<Done, Strin
             served: Some((served, stats)),
         });
     }
-    job.codec
-        .encode(data, &mut stored)
+    let mut codec = job
+        .codec
+        .encode_chosen(data, &mut stored)
         .map_err(|e| e.to_string())?;
-    let mut codec = job.codec;
     if stored.len() >= data.len() {
         // Coding did not pay: store verbatim, so no chunk is ever larger than its input.
         stored.clear();
@@ -1185,10 +1185,18 @@ pub fn pack_to(
         "lossy_total": summary.lossy_total,
         "original_sha256": original_sha,
     });
-    let uses_1_1 = chunks.iter().any(|c| c.codec_id == Codec::ID_BLOCK)
-        || files
-            .iter()
-            .any(|f| f.segments.iter().any(|s| s.kind == SegmentKind::GgufHeader));
+    // The lowest minor that records what was used, so older readers refuse only archives
+    // they cannot read, and with a precise error (docs/FORMAT.md, versioning).
+    let gguf_kinds = files
+        .iter()
+        .any(|f| f.segments.iter().any(|s| s.kind == SegmentKind::GgufHeader));
+    let minor = chunks
+        .iter()
+        .filter_map(|c| Codec::from_id(c.codec_id, c.codec_param).ok())
+        .map(Codec::format_minor)
+        .chain(gguf_kinds.then_some(1))
+        .max()
+        .unwrap_or(0);
     let index = Index {
         chunks,
         files,
@@ -1207,8 +1215,7 @@ pub fn pack_to(
         index_offset: pos,
         index_len: ib.len() as u64,
         index_hash: xxh3_64(&ib),
-        // 1.1 only when it is needed, so archives without GGUF files stay readable as 1.0.
-        minor: if uses_1_1 { 1 } else { 0 },
+        minor,
     };
     w.write_all(&ib).map_err(|e| io_err(output, e))?;
     w.write_all(&format::footer_bytes(&footer))

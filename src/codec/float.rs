@@ -20,6 +20,8 @@
 //! by table lookup and gathers the raw fields with BMI2 `pext`. Scratch buffers live per
 //! thread. The output is byte-identical to the first, exhaustive encoder.
 
+pub mod via_bf16;
+
 use super::entropy::{
     Simd, StreamPlan, cost_lower_bound, decode_symbols, decode_symbols_map16, encode_planned,
     encode_raw, histogram, plan,
