@@ -9,21 +9,6 @@ use std::process::{Command, Output};
 use common::*;
 use upg::synth::Rng;
 
-fn upg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_upg"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn small_model(root: &Path) -> std::path::PathBuf {
     let mut rng = Rng::new(5);
     model_dir(

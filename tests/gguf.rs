@@ -208,21 +208,22 @@ fn unparsable_gguf_is_stored_as_an_ordinary_file_with_a_notice() {
     check_reads(&a, "broken.gguf", &orig, 2);
 }
 
-#[test]
-fn f16_gguf_compresses_like_the_same_weights_in_safetensors() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng::new(11);
-    let ws: Vec<Vec<u8>> = (0..4)
-        .map(|_| gaussian_bytes(&mut rng, Dtype::F16, 512 * 512, 0.02))
-        .collect();
-    let st = dir.path().join("m.safetensors");
-    let tensors: Vec<common::Tensor> = ws
+/// Four 512 x 512 tensors written as a safetensors file (`st`, dtype `st_dtype`) and as an F16
+/// GGUF of `gguf_data`; returns both paths and the GGUF's bytes.
+fn st_and_f16_gguf(
+    dir: &Path,
+    st_dtype: Dtype,
+    st_data: &[Vec<u8>],
+    gguf_data: &[Vec<u8>],
+) -> (PathBuf, PathBuf, Vec<u8>) {
+    let st = dir.join("m.safetensors");
+    let tensors: Vec<common::Tensor> = st_data
         .iter()
         .enumerate()
-        .map(|(i, b)| (format!("w{i}"), Dtype::F16, vec![512, 512], b.clone()))
+        .map(|(i, b)| (format!("w{i}"), st_dtype, vec![512, 512], b.clone()))
         .collect();
     upg::synth::write_safetensors(&st, &tensors).unwrap();
-    let specs: Vec<(String, Vec<u64>, u32, u64)> = (0..4)
+    let specs: Vec<(String, Vec<u64>, u32, u64)> = (0..gguf_data.len())
         .map(|i| (format!("w{i}"), vec![512, 512], 1, 512 * 512 * 2))
         .collect();
     let specs_ref: Vec<(&str, Vec<u64>, u32, u64)> = specs
@@ -230,11 +231,22 @@ fn f16_gguf_compresses_like_the_same_weights_in_safetensors() {
         .map(|(n, d, t, s)| (n.as_str(), d.clone(), *t, *s))
         .collect();
     let (mut gg, _) = build::header(&[], &specs_ref, 32);
-    for b in &ws {
+    for b in gguf_data {
         gg.extend_from_slice(b);
     }
-    let gp = dir.path().join("m.gguf");
+    let gp = dir.join("m.gguf");
     std::fs::write(&gp, &gg).unwrap();
+    (st, gp, gg)
+}
+
+#[test]
+fn f16_gguf_compresses_like_the_same_weights_in_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(11);
+    let ws: Vec<Vec<u8>> = (0..4)
+        .map(|_| gaussian_bytes(&mut rng, Dtype::F16, 512 * 512, 0.02))
+        .collect();
+    let (st, gp, _) = st_and_f16_gguf(dir.path(), Dtype::F16, &ws, &ws);
     let saved = |s: &PackSummary| 100.0 * (1.0 - s.bytes_out as f64 / s.bytes_in as f64);
     let a = saved(&pack_file(&st, &dir.path().join("st.upg"), 256 << 10));
     let b = saved(&pack_file(&gp, &dir.path().join("gg.upg"), 256 << 10));
@@ -262,26 +274,7 @@ fn f16_gguf_converted_from_bf16_compresses_like_the_bf16_safetensors() {
                 .collect()
         })
         .collect();
-    let st = dir.path().join("m.safetensors");
-    let tensors: Vec<common::Tensor> = bf
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (format!("w{i}"), Dtype::BF16, vec![512, 512], b.clone()))
-        .collect();
-    upg::synth::write_safetensors(&st, &tensors).unwrap();
-    let specs: Vec<(String, Vec<u64>, u32, u64)> = (0..4)
-        .map(|i| (format!("w{i}"), vec![512, 512], 1, 512 * 512 * 2))
-        .collect();
-    let specs_ref: Vec<(&str, Vec<u64>, u32, u64)> = specs
-        .iter()
-        .map(|(n, d, t, s)| (n.as_str(), d.clone(), *t, *s))
-        .collect();
-    let (mut gg, _) = build::header(&[], &specs_ref, 32);
-    for b in &f16 {
-        gg.extend_from_slice(b);
-    }
-    let gp = dir.path().join("m.gguf");
-    std::fs::write(&gp, &gg).unwrap();
+    let (st, gp, gg) = st_and_f16_gguf(dir.path(), Dtype::BF16, &bf, &f16);
     let saved = |s: &PackSummary| 100.0 * (1.0 - s.bytes_out as f64 / s.bytes_in as f64);
     let a = saved(&pack_file(&st, &dir.path().join("st.upg"), 256 << 10));
     let out = dir.path().join("gg.upg");

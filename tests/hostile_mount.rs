@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 mod common;
 
 use common::mount::{Guard, drop_page_cache, is_mounted, skip_fuse, umount, wait_until};
-use upg::archive::Archive;
 use upg::archive::writer::{PackOptions, pack};
 use upg::synth::{DEMO, write_model};
 
@@ -36,20 +35,7 @@ fn damaged() -> Damaged {
         ..Default::default()
     };
     pack(&model, &archive, &opts).unwrap();
-    let a = Archive::open(&archive).unwrap();
-    let fi = a.file_index("model.safetensors").unwrap();
-    let span = a.spans(fi, 5 << 20, 1).unwrap()[0];
-    let rec = a.chunks()[span.chunk as usize];
-    drop(a);
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&archive)
-        .unwrap();
-    let at = rec.offset + u64::from(rec.stored_len) / 2;
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+    let span = common::damage_chunk_at(&archive, "model.safetensors", 5 << 20);
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     Damaged {

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::mount::skip_fuse;
-use upg::archive::Archive;
 use upg::archive::writer::{PackOptions, pack};
 use upg::synth::{DEMO, write_model};
 
@@ -38,19 +37,7 @@ fn damaged() -> Damaged {
         ..Default::default()
     };
     pack(&model, &archive, &opts).unwrap();
-    let a = Archive::open(&archive).unwrap();
-    let fi = a.file_index("model.safetensors").unwrap();
-    let rec = a.chunks()[a.spans(fi, BAD_AT, 1).unwrap()[0].chunk as usize];
-    drop(a);
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&archive)
-        .unwrap();
-    let at = rec.offset + u64::from(rec.stored_len) / 2;
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+    common::damage_chunk_at(&archive, "model.safetensors", BAD_AT);
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     Damaged {

@@ -3,6 +3,8 @@
 
 pub mod mount;
 
+use std::process::{Command, Output};
+
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::Dtype;
@@ -79,4 +81,42 @@ pub fn assert_identical(a: &Archive, dir: &Path) {
         let got = read_all(a, i).unwrap();
         assert!(got == want, "{} differs", f.path);
     }
+}
+
+/// Run the `upg` binary of this build with `args`.
+pub fn upg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_upg"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A path as `&str` (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Flip one bit in the middle of the stored bytes of the chunk that holds byte `offset` of
+/// `file` in `archive`; returns where that chunk lies in the file.
+pub fn damage_chunk_at(archive: &Path, file: &str, offset: u64) -> upg::archive::ChunkSpan {
+    use std::os::unix::fs::FileExt;
+    let a = Archive::open(archive).unwrap();
+    let fi = a.file_index(file).unwrap();
+    let span = a.spans(fi, offset, 1).unwrap()[0];
+    let rec = a.chunks()[span.chunk as usize];
+    drop(a);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(archive)
+        .unwrap();
+    let at = rec.offset + u64::from(rec.stored_len) / 2;
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+    span
 }
