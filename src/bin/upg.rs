@@ -52,7 +52,7 @@ enum Cmd {
         /// Decoded chunk size in bytes: the unit of random access (multiple of 4096).
         #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
         chunk_size: u32,
-        /// Overwrite an existing output.
+        /// Overwrite an existing output (a local file, or an object under the s3:// key).
         #[arg(long)]
         force: bool,
         /// Print the summary as JSON.
@@ -310,7 +310,7 @@ fn run(cmd: Cmd, quiet: bool) -> Result<u8, cli::CliError> {
             // An upload is written straight into a multipart upload as it is packed (no local
             // copy); it becomes visible only when complete and is aborted on any failure.
             let sink = match &upload_to {
-                Some(u) => Some(cli::remote::upload_sink(u, &remote)?),
+                Some(u) => Some(cli::remote::upload_sink(u, &remote, force)?),
                 None => None,
             };
             let s = pack_to(

@@ -148,6 +148,7 @@ pub fn expand_mount_sources(
 pub fn upload_sink(
     url: &RemoteUrl,
     remote: &RemoteArgs,
+    force: bool,
 ) -> Result<Box<dyn crate::archive::writer::ArchiveSink>, CliError> {
     let RemoteUrl::S3 { key, .. } = url else {
         return Err(CliError::Usage(format!(
@@ -160,6 +161,12 @@ pub fn upload_sink(
         )));
     }
     let r = Remote::connect(url, &remote.options()).map_err(|e| CliError::Remote(e.to_string()))?;
+    // As for a local output: an existing object is replaced only with --force.
+    if !force && r.open(key).is_ok() {
+        return Err(CliError::Usage(format!(
+            "{url} already exists; pass --force to replace it"
+        )));
+    }
     let w = r
         .upload_writer(key, Box::new(|_| {}))
         .map_err(|e| CliError::Remote(e.to_string()))?;
