@@ -624,10 +624,14 @@ impl Remote {
     }
 }
 
-/// Size of one multipart part: 16 MiB keeps a 1.3 TB archive under S3's 10,000-part limit
-/// (at 16 MiB: 160 GiB; larger archives need larger parts, so the part size doubles past
-/// that), and four in flight fill a fast link without holding much memory (64 MiB).
+/// Size of the first multipart parts: 16 MiB, four in flight, fill a fast link while holding
+/// little memory (80 MiB with the part being filled). Past [`PART_GROWTH_FROM`] parts the size
+/// doubles every 1,000 parts (see [`part_len`]), because S3 allows 10,000 parts of at most 5 GiB
+/// and 10,000 x 16 MiB is only 160 GiB.
 pub const UPLOAD_PART: usize = 16 << 20;
+/// Parts of [`UPLOAD_PART`] before the size starts to grow: 2,000 x 16 MiB = 31.25 GiB, which
+/// covers most archives at the smallest memory cost.
+const PART_GROWTH_FROM: u64 = 2000;
 /// Parts sent at once.
 pub const UPLOAD_IN_FLIGHT: usize = 4;
 /// S3's cap on the number of parts of one upload.
@@ -642,7 +646,7 @@ pub struct MultipartWriter {
     buf: Vec<u8>,
     /// Parts sent, not yet confirmed, with the byte count sent once each completes.
     pending: VecDeque<(PartHandle, u64)>,
-    /// Parts queued so far (the part size grows past 10,000 x 16 MiB... see [`Self::part_len`]).
+    /// Parts queued so far (the next part's size follows from it: [`part_len`]).
     queued: u64,
     /// Bytes handed to parts so far.
     total: u64,
@@ -650,12 +654,22 @@ pub struct MultipartWriter {
     progress: Box<dyn Fn(u64) + Send>,
 }
 
+/// The size of part number `queued` (from 0): 16 MiB for the first 2,000 parts, then doubling
+/// every 1,000 parts up to 4 GiB (under S3's 5 GiB cap) for parts 9,000-9,999. 10,000 parts
+/// then hold 7.8 TiB, more than S3's 5 TiB object limit. The 4 parts in flight and the one
+/// being filled hold 5 parts in memory: 160 MiB up to a 62 GiB archive, 1.25 GiB past 250 GiB,
+/// 5 GiB past 1 TiB.
+fn part_len(queued: u64) -> usize {
+    let extra = match queued.checked_sub(PART_GROWTH_FROM) {
+        None => 0,
+        Some(q) => q / 1000 + 1,
+    };
+    UPLOAD_PART << extra.min(8)
+}
+
 impl MultipartWriter {
-    /// The size of the next part: 16 MiB for the first 5,000 parts (80 GiB), then doubling
-    /// every 1,000 parts, so that any archive up to S3's 5 TiB fits in 10,000 parts.
     fn part_len(&self) -> usize {
-        let extra = self.queued.saturating_sub(MAX_PARTS / 2) / 1000;
-        UPLOAD_PART << extra.min(8)
+        part_len(self.queued)
     }
 
     fn fail(&self, msg: impl std::fmt::Display) -> io::Error {
@@ -1015,6 +1029,21 @@ impl Flights {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn upload_parts_reach_s3s_object_limit_within_its_part_limits() {
+        let sizes: Vec<u64> = (0..MAX_PARTS).map(|q| super::part_len(q) as u64).collect();
+        assert!(
+            sizes.iter().all(|&n| n >= 5 << 20 && n <= 5 << 30),
+            "S3: 5 MiB..5 GiB"
+        );
+        assert!(sizes.windows(2).all(|w| w[0] <= w[1]));
+        assert!(
+            sizes.iter().sum::<u64>() >= 5 << 40,
+            "10,000 parts hold 5 TiB"
+        );
+        assert_eq!(sizes[..2000].iter().sum::<u64>(), 2000 * (16 << 20));
+    }
+
     use super::*;
 
     #[test]
