@@ -160,19 +160,26 @@ fn fifo_archive_is_refused_without_blocking() {
     );
 }
 
-/// Run `bin args` to completion (stdin closed; outputs must be small); returns (exit code, signal,
-/// stdout and stderr, peak resident memory of that child in KiB, from `wait4`'s rusage).
-fn run_rss(bin: &str, args: &[&str]) -> (Option<i32>, Option<i32>, String, i64) {
+/// Run `bin args` to completion (stdin closed; stdout kept with stderr when `keep_stdout`, which
+/// needs small outputs, else discarded); returns (exit code, signal, stdout and stderr, peak
+/// resident memory of that child in KiB, from `wait4`'s rusage).
+fn run_rss(bin: &str, args: &[&str], keep_stdout: bool) -> (Option<i32>, Option<i32>, String, i64) {
     let mut c = Command::new(bin)
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(if keep_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut err = String::new();
     use std::io::Read;
-    c.stdout.take().unwrap().read_to_string(&mut err).unwrap();
+    if let Some(mut o) = c.stdout.take() {
+        o.read_to_string(&mut err).unwrap();
+    }
     c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let mut status = 0i32;
     // SAFETY: rusage is plain data; wait4 on our own child's pid (not reaped yet: `c` is never
@@ -220,7 +227,7 @@ fn forged_index_length_is_refused_without_allocating() {
         let p = tmp.path().join(format!("forged-{len}.upg"));
         sparse_forged_index(&p, len);
         for cmd in ["verify", "inspect"] {
-            let (code, sig, err, rss_kib) = run_rss(upg, &[cmd, s(&p)]);
+            let (code, sig, err, rss_kib) = run_rss(upg, &[cmd, s(&p)], true);
             assert_eq!(sig, None, "{cmd} {len}: killed by a signal: {err}");
             // verify: 1 = the archive is damaged; inspect: 2 = error.
             let want_code = if cmd == "verify" { 1 } else { 2 };
@@ -631,28 +638,6 @@ fn dedup_bomb(dir: &Path, k: u32) -> std::path::PathBuf {
     a
 }
 
-/// (exit code, stderr, peak RSS in MiB) of `upg args` with stdout discarded.
-fn upg_rss_mib(args: &[&str]) -> (Option<i32>, String, i64) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_upg"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = String::new();
-    use std::io::Read;
-    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let mut status = 0i32;
-    // SAFETY: rusage is plain data; wait4 on our own, not yet reaped child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = c.id() as libc::pid_t;
-    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut ru) }, pid);
-    std::mem::forget(c);
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    (code, err, ru.ru_maxrss / 1024)
-}
-
 /// Issue 13 item 7: verify and unpack decoded 64 chunks per step whatever their size, so a tiny
 /// archive of 64 MiB chunks took GBs (24 of them: 1.5 GiB at once). Steps are now bounded by
 /// decoded bytes; `verify` and `cat` (the streams `unpack` uses) stay far below one step of the
@@ -663,7 +648,8 @@ fn decode_memory_is_bounded_by_bytes() {
     let a = dedup_bomb(tmp.path(), 24);
     assert!(std::fs::metadata(&a).unwrap().len() < 100_000);
     for args in [vec!["verify", s(&a)], vec!["cat", s(&a), "z.bin"]] {
-        let (code, err, mib) = upg_rss_mib(&args);
+        let (code, _, err, kib) = run_rss(env!("CARGO_BIN_EXE_upg"), &args, false);
+        let mib = kib / 1024;
         eprintln!("upg {}: peak RSS {mib} MiB", args[0]);
         // verify finds the forged SHA-256 (1); cat streams the bytes without checking it (0).
         assert_eq!(code, Some(if args[0] == "verify" { 1 } else { 0 }), "{err}");

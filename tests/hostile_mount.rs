@@ -3,48 +3,34 @@
 //! and root; without them each test prints why and passes.
 
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod common;
 
 use common::mount::{Guard, drop_page_cache, is_mounted, skip_fuse, umount, wait_until};
-use upg::archive::writer::{PackOptions, pack};
-use upg::synth::{DEMO, write_model};
 
 const MOUNT: &str = env!("CARGO_BIN_EXE_upg-mount");
 const CHUNK: u32 = 64 << 10;
 
-/// A packed demo model with one damaged chunk, the range `[bad.0, bad.1)` of
-/// model.safetensors, and an empty mountpoint.
+/// The demo archive with the chunk at 5 MiB of model.safetensors damaged
+/// ([`common::damaged_demo`]), and model.safetensors' original bytes.
 struct Damaged {
-    _dir: tempfile::TempDir,
-    archive: PathBuf,
-    mnt: PathBuf,
+    demo: common::DamagedDemo,
     orig: Vec<u8>,
-    bad: (u64, u64),
+}
+
+impl std::ops::Deref for Damaged {
+    type Target = common::DamagedDemo;
+    fn deref(&self) -> &common::DamagedDemo {
+        &self.demo
+    }
 }
 
 fn damaged() -> Damaged {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    write_model(&model, DEMO, 7).unwrap();
-    let archive = dir.path().join("bad.upg");
-    let opts = PackOptions {
-        chunk_size: CHUNK,
-        ..Default::default()
-    };
-    pack(&model, &archive, &opts).unwrap();
-    let span = common::damage_chunk_at(&archive, "model.safetensors", 5 << 20);
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    Damaged {
-        orig: std::fs::read(model.join("model.safetensors")).unwrap(),
-        _dir: dir,
-        archive,
-        mnt,
-        bad: (span.file_offset, span.file_offset + u64::from(span.len)),
-    }
+    let demo = common::damaged_demo(CHUNK, 5 << 20);
+    let orig = std::fs::read(demo.model.join("model.safetensors")).unwrap();
+    Damaged { demo, orig }
 }
 
 fn mount_fg(archive: &Path, mnt: &Path) -> Guard {

@@ -11,41 +11,16 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::mount::skip_fuse;
-use upg::archive::writer::{PackOptions, pack};
-use upg::synth::{DEMO, write_model};
 
 const BIN: &str = env!("CARGO_BIN_EXE_upg-mount");
 
-/// A packed demo model with one damaged chunk (the one holding offset 5 MiB of
-/// model.safetensors), and an empty mountpoint.
-struct Damaged {
-    dir: tempfile::TempDir,
-    archive: PathBuf,
-    mnt: PathBuf,
-    model: PathBuf,
-}
-
 const BAD_AT: u64 = (5 << 20) + 100;
 
+use common::DamagedDemo as Damaged;
+
+/// The demo archive with the chunk holding `BAD_AT` of model.safetensors damaged.
 fn damaged() -> Damaged {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    write_model(&model, DEMO, 7).unwrap();
-    let archive = dir.path().join("bad.upg");
-    let opts = PackOptions {
-        chunk_size: 64 << 10,
-        ..Default::default()
-    };
-    pack(&model, &archive, &opts).unwrap();
-    common::damage_chunk_at(&archive, "model.safetensors", BAD_AT);
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    Damaged {
-        dir,
-        archive,
-        mnt,
-        model,
-    }
+    common::damaged_demo(64 << 10, BAD_AT)
 }
 
 fn is_mounted(mnt: &Path) -> bool {

@@ -560,16 +560,13 @@ fn run_inner(mut args: MountArgs) -> Result<(), MountError> {
     // Open every archive now, before forking, so errors reach the terminal directly.
     let list = super::remote::expand_mount_sources(&args.sources, &args.remote)
         .map_err(MountError::Source)?;
-    let n_remote = list
-        .iter()
-        .filter(|(_, s)| matches!(s, vfs::Source::Storage(_)))
-        .count();
-    let cache = explicit.unwrap_or_else(|| default_cache_size_for(list.len() - n_remote, n_remote));
-    let cache = usize::try_from(cache).unwrap_or(usize::MAX);
     let remote: Vec<bool> = list
         .iter()
         .map(|(_, s)| matches!(s, vfs::Source::Storage(_)))
         .collect();
+    let n_remote = remote.iter().filter(|&&r| r).count();
+    let cache = explicit.unwrap_or_else(|| default_cache_size_for(list.len() - n_remote, n_remote));
+    let cache = usize::try_from(cache).unwrap_or(usize::MAX);
     let archives = vfs::open_sources(list, cache)?;
     if let Some(dir) = &args.cache_dir {
         let size = match &args.cache_dir_size {

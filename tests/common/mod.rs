@@ -120,3 +120,36 @@ pub fn damage_chunk_at(archive: &Path, file: &str, offset: u64) -> upg::archive:
     f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
     span
 }
+
+/// The demo model packed with `chunk_size` chunks, the chunk holding byte `bad_at` of
+/// model.safetensors damaged, and an empty mountpoint, all in one temporary directory.
+pub struct DamagedDemo {
+    pub dir: tempfile::TempDir,
+    pub model: PathBuf,
+    pub archive: PathBuf,
+    pub mnt: PathBuf,
+    /// The damaged chunk's range of model.safetensors.
+    pub bad: (u64, u64),
+}
+
+pub fn damaged_demo(chunk_size: u32, bad_at: u64) -> DamagedDemo {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    upg::synth::write_model(&model, upg::synth::DEMO, 7).unwrap();
+    let archive = dir.path().join("bad.upg");
+    let opts = PackOptions {
+        chunk_size,
+        ..Default::default()
+    };
+    pack(&model, &archive, &opts).unwrap();
+    let span = damage_chunk_at(&archive, "model.safetensors", bad_at);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    DamagedDemo {
+        dir,
+        model,
+        archive,
+        mnt,
+        bad: (span.file_offset, span.file_offset + u64::from(span.len)),
+    }
+}
