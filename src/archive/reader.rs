@@ -331,20 +331,13 @@ impl Archive {
                 None => claims.push(claim),
             }
         }
-        let mut claims = claims.into_iter().peekable();
-        while let Some(first) = claims.next() {
-            // The longest piece of claims whose stored bytes follow each other in the file.
-            let mut piece = vec![first];
-            while let Some(next) = claims.peek() {
-                let prev = self.index.chunks[piece[piece.len() - 1].id() as usize];
-                let rec = self.index.chunks[next.id() as usize];
-                if prev.offset + u64::from(prev.stored_len) != rec.offset {
-                    break;
-                }
-                piece.push(claims.next().expect("peeked"));
-            }
-            let start = self.index.chunks[piece[0].id() as usize].offset;
-            let last = self.index.chunks[piece[piece.len() - 1].id() as usize];
+        // One storage read per piece of claims whose stored bytes follow each other.
+        let ids: Vec<u32> = claims.iter().map(|c| c.id()).collect();
+        let mut claims = claims.into_iter();
+        for run in self.stored_runs(&ids, usize::MAX) {
+            let piece: Vec<_> = claims.by_ref().take(run.len()).collect();
+            let start = self.index.chunks[run[0] as usize].offset;
+            let last = self.index.chunks[run[run.len() - 1] as usize];
             let end = last.offset + u64::from(last.stored_len);
             let mut buf = vec![0u8; (end - start) as usize];
             if let Err(e) = self.storage.read_exact_at(&mut buf, start) {
