@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::{InputFile, PackError, SegPlan, io_err};
+use super::input::InputFile;
+use super::plan::SegPlan;
+use super::{PackError, io_err};
 use crate::codec::quant::TensorPlan;
 use crate::codec::quant::alloc::{self, TensorRate};
 use crate::codec::{Codec, FloatKind};

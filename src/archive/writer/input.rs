@@ -6,8 +6,18 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{InputFile, PackError, PackOptions, glob_match, io_err, is_gguf_file};
+use super::plan::is_gguf_file;
+use super::{PackError, PackOptions, glob_match, io_err};
 use crate::format;
+
+/// One regular file to store.
+pub(super) struct InputFile {
+    pub abs: PathBuf,
+    /// Path inside the archive.
+    pub rel: String,
+    pub mode: u32,
+    pub size: u64,
+}
 
 /// Skipped unless `--no-default-excludes`: a git checkout's repository (a model cloned from the
 /// Hub has its LFS objects there, a second copy of every weight) and the download cache that
