@@ -2,11 +2,16 @@
 //! dispatch here. Every command returns an exit code: 0 success, 1 verification failure, 2 error.
 
 pub mod bench;
+pub mod cat;
 pub mod daemon_log;
 pub mod demo;
 pub mod inspect;
+pub mod ls;
 pub mod mount;
+pub mod pack;
 pub mod remote;
+pub mod unpack;
+pub mod verify;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 

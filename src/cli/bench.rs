@@ -1,10 +1,12 @@
 //! `upg bench`: decode throughput of an archive per thread count (every chunk decoded and
 //! checked, no cache), reported as the median of several runs.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
+use super::CliError;
 use crate::archive::Archive;
 
 #[derive(Debug, serde::Serialize)]
@@ -47,4 +49,83 @@ pub fn bench(a: &Archive, thread_counts: &[usize], runs: usize) -> Result<Vec<Be
         });
     }
     Ok(rows)
+}
+
+/// A count that must be at least 1 (`--threads 0` or `--runs 0` would print figures of nothing).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+// Arguments of `upg bench`. No doc comment on the struct: the subcommand's about is the
+// doc comment of the binary's `Cmd::Bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The .upg archive to decode.
+    pub archive: PathBuf,
+    /// Thread counts to measure (default: 1, 2, 4, ... up to the core count).
+    #[arg(long, value_delimiter = ',', value_parser = at_least_one)]
+    pub threads: Vec<usize>,
+    /// Decodes of the whole archive per thread count; the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+    pub runs: usize,
+    /// Print the measurements as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
+}
+
+/// `upg bench`: decode throughput per thread count.
+pub fn run(args: BenchArgs) -> Result<u8, CliError> {
+    let BenchArgs {
+        archive,
+        threads,
+        runs,
+        json,
+        remote,
+    } = args;
+    let a = super::remote::open_archive(&archive, &remote, 0)?;
+    let threads = if threads.is_empty() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::iter::successors(Some(1usize), |t| (t * 2 <= n).then_some(t * 2))
+            .chain((!n.is_power_of_two()).then_some(n))
+            .collect()
+    } else {
+        threads
+    };
+    let rows = super::bench::bench(&a, &threads, runs)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let bytes: u64 = a.files().iter().map(|f| f.size).sum();
+        println!(
+            "{}: {} decoded, {}",
+            archive.display(),
+            super::human(bytes),
+            super::count(a.chunks().len() as u64, "chunk")
+        );
+        for r in rows {
+            let of = match r.runs.len() {
+                1 => "1 run".to_string(),
+                n => format!("median of {n} runs"),
+            };
+            println!(
+                "  {:>3} {}: {:.3} GiB/s ({of})",
+                r.threads,
+                if r.threads == 1 { "thread " } else { "threads" },
+                r.median_gib_s,
+            );
+        }
+        let list: Vec<String> = threads.iter().map(|t| t.to_string()).collect();
+        println!(
+            "  rerun: upg bench {} --threads {} --runs {runs}",
+            archive.display(),
+            list.join(",")
+        );
+    }
+    Ok(0)
 }

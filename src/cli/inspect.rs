@@ -1,10 +1,12 @@
 //! `upg inspect`: the catalog of an archive, a model directory or one safetensors file, without
 //! decoding tensor data (for archives only the small header segments are decoded).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::CliError;
+use crate::archive::reader::DEFAULT_CACHE_BYTES;
 use crate::archive::{Archive, ArchiveError};
 use crate::format::SegmentKind;
 use crate::st::{Layout, StError};
@@ -429,4 +431,46 @@ fn quality_text(q: &serde_json::Value) -> String {
         f("rel_rms"),
         f("max_abs_err")
     )
+}
+
+// Arguments of `upg inspect`. No doc comment on the struct: the subcommand's about is the
+// doc comment of the binary's `Cmd::Inspect`.
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// A .upg archive (a path, s3://BUCKET/KEY.upg or https://HOST/PATH.upg), a model
+    /// directory, a .safetensors or a GGUF file.
+    pub path: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// List every tensor.
+    #[arg(long)]
+    pub tensors: bool,
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
+}
+
+/// `upg inspect`: the catalog of an archive, a model directory or a tensor file.
+pub fn run(args: InspectArgs) -> Result<u8, CliError> {
+    let InspectArgs {
+        path,
+        json,
+        tensors,
+        remote,
+    } = args;
+    let c = if crate::storage::Location::parse(path.as_os_str())
+        .map_err(|e| super::CliError::Usage(e.to_string()))?
+        .is_remote()
+    {
+        let a = super::remote::open_archive(&path, &remote, DEFAULT_CACHE_BYTES)?;
+        super::inspect::catalog_archive(&a)?
+    } else {
+        super::inspect::catalog(&path)?
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        super::inspect::print(&c, tensors);
+    }
+    Ok(0)
 }
