@@ -533,6 +533,10 @@ fn messages_name_the_real_problem() {
         "{}",
         stderr(&o)
     );
+    // A bad --decode-ahead is refused before anything is opened, naming the flag.
+    let o = upg_mount(&[s(&out), "/nonexistent/mnt", "--decode-ahead", "12Q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--decode-ahead 12Q"), "{}", stderr(&o));
     let o = upg_mount(&[s(&out), "/nonexistent/mnt", "--cache-size", "100T"]);
     assert!(
         stderr(&o).contains("more than the memory available"),

@@ -328,7 +328,7 @@ fn mount8_options_are_accepted_and_flags_work_as_options() {
     let log = d.dir.path().join("opt.log");
     let opts = format!(
         "rw,dev,suid,defaults,nofail,_netdev,x-systemd.automount,cache-size=128M,log_file={},\
-         readahead_kb=512,threads=3",
+         readahead_kb=512,threads=3,decode_ahead=8M",
         log.display()
     );
     let o = Command::new(BIN)

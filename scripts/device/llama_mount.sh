@@ -8,7 +8,9 @@
 # CARRY holds: upg.xz (stripped release binary; `upg mount` stands in for upg-mount),
 #   ref-llama-38m.upg (lossless pack of the model, unpacked here), llama.cpp-trim.tar.xz (the sdist's
 #   vendor/llama.cpp without models/ docs/ media/ benches/ and the non-CPU ggml backends),
-#   wikitext-2-raw-test.txt.  env: CHUNKS (perplexity chunks, default all), TYPES (Q4_K_M).
+#   wikitext-2-raw-test.txt.  env: CHUNKS (perplexity chunks, default all), TYPES (default: all
+#   six quantized types of make-gguf-set.sh).  The built tools go to $OUT/llama-built.tar.xz too
+#   (bin/ and src/), for later runs that carry them instead of building (scripts/device/gguf_load.sh).
 set -uo pipefail
 C=$(realpath "${CARRY:-.carry/ll}"); S=$(cd "$(dirname "$0")/.." && pwd); W=/root/w; mkdir -p $W/g
 log() { echo "== $(date +%T) $*"; }
@@ -16,8 +18,9 @@ xz -dc $C/upg.xz > $W/upg && chmod +x $W/upg
 printf '#!/bin/sh\nexec %s mount "$@"\n' $W/upg > $W/upg-mount && chmod +x $W/upg-mount
 $W/upg unpack $C/ref-llama-38m.upg -o $W/ref-llama-38m -q || exit 1
 log build; bash $S/gguf/build-llama.sh $W/llama $C/llama.cpp-trim.tar.xz > $W/build.log 2>&1 || { tail -30 $W/build.log; exit 1; }
-log gguf; TYPES=${TYPES:-Q4_K_M} bash $S/gguf/make-gguf-set.sh $W/ref-llama-38m $W/llama/src $W/llama/bin $W/g 2>&1 | tail -4
-rm -f $W/g/*BF16*
+tar -C $W/llama -cJf $OUT/llama-built.tar.xz bin src
+log gguf; bash $S/gguf/make-gguf-set.sh $W/ref-llama-38m $W/llama/src $W/llama/bin $W/g 2>&1 | tail -4
+# BF16 kept: every file of the set goes through the mount
 log sizes
 for g in $W/g/*.gguf; do
   mkdir -p $W/p && rm -rf $W/p/* && cp $g $W/p/ && $W/upg pack $W/p -o $W/p.upg -q --force
