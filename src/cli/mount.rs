@@ -495,7 +495,11 @@ const IGNORED_OPTIONS: &[&str] = &[
     "nodiratime",
 ];
 
-fn run_inner(mut args: MountArgs) -> Result<(), MountError> {
+/// Apply the `-o` options (mount(8)/fstab style) to `args`: upg-mount's own keys set the
+/// matching flags, `allow_other`/`allow_root` the access, ignored and fstab-only keys are
+/// dropped, the rest is checked as a FUSE option. Says on stderr which of `rw`, `suid` and
+/// `dev` were given but not honoured. Returns the access and the FUSE options to mount with.
+fn apply_options(args: &mut MountArgs) -> Result<(Access, Vec<String>), MountError> {
     let mut access = Access::Owner;
     let mut options = Vec::new();
     let mut overridden: Vec<&str> = Vec::new();
@@ -570,6 +574,11 @@ fn run_inner(mut args: MountArgs) -> Result<(), MountError> {
             }
         );
     }
+    Ok((access, options))
+}
+
+fn run_inner(mut args: MountArgs) -> Result<(), MountError> {
+    let (access, options) = apply_options(&mut args)?;
     let explicit = match &args.cache_size {
         Some(s) => Some(parse_size(s).map_err(MountError::CacheSize)?),
         None => None,
