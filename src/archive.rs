@@ -9,10 +9,12 @@
 //! while `pread` turns it into an I/O error for one read. The cost is one copy of the *stored*
 //! bytes per decoded chunk, small next to decoding them. The format itself stays mmap-friendly.
 
+pub mod meta;
 pub mod reader;
 pub mod verify;
 pub mod writer;
 
+pub use meta::ArchiveMeta;
 pub use reader::{Archive, ChunkSpan, OpenOptions};
 
 use std::path::PathBuf;

@@ -99,8 +99,8 @@ fn q_presets_serve_original_layout_within_error() {
             std::fs::read(dir.join("config.json")).unwrap()
         );
         assert!(upg::archive::verify::verify(&a, None).problems.is_empty());
-        assert_eq!(a.meta()["lossy"].as_array().unwrap().len(), 2);
-        assert_eq!(a.meta()["preset"], preset.to_string());
+        assert_eq!(a.meta().lossy.len(), 2);
+        assert_eq!(a.meta().preset, Some(preset.to_string()));
     }
 }
 
@@ -261,7 +261,7 @@ fn bits_budget_is_met() {
         last_snr = t.snr_db;
         let a = Archive::open(&out).unwrap();
         assert_eq!(
-            a.meta()["preset"].as_str(),
+            a.meta().preset.as_deref(),
             Some(format!("bits {bits}").as_str())
         );
         let got = read_all(&a, a.file_index("model.safetensors").unwrap()).unwrap();

@@ -47,6 +47,8 @@ pub struct Archive {
     storage: Arc<dyn Storage>,
     len: u64,
     footer: Footer,
+    /// The index's metadata block, parsed at open.
+    meta: super::ArchiveMeta,
     index: Index,
     /// Per file, per segment: the file offset where the segment starts (for binary search).
     seg_starts: Vec<Vec<u64>>,
@@ -122,6 +124,7 @@ impl Archive {
             storage,
             len,
             footer,
+            meta: super::ArchiveMeta::parse(&index.meta),
             index,
             seg_starts,
             cache: ChunkCache::new(opts.cache_bytes),
@@ -153,9 +156,10 @@ impl Archive {
     pub fn chunks(&self) -> &[ChunkRecord] {
         &self.index.chunks
     }
-    /// The archive's JSON metadata block, parsed (an empty object when unparsable).
-    pub fn meta(&self) -> serde_json::Value {
-        serde_json::from_str(&self.index.meta).unwrap_or_else(|_| serde_json::json!({}))
+    /// The archive's metadata block, parsed at open (empty when unparsable: see
+    /// [`super::meta`]).
+    pub fn meta(&self) -> &super::ArchiveMeta {
+        &self.meta
     }
     pub fn file_index(&self, path: &str) -> Option<usize> {
         self.index.files.iter().position(|f| f.path == path)

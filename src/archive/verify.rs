@@ -179,14 +179,7 @@ pub fn verify_with(
     let total: u64 = a.files().iter().map(|f| f.size).sum();
     let bar = hooks.start("verifying", total);
     // Lossy files: path -> SHA-256 of the original they were made from.
-    let lossy_files: std::collections::HashMap<String, String> = a.meta()["original_sha256"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let lossy_files = &a.meta().original_sha256;
     let mut lossy_total = QuantStats::default();
     let mut referenced = vec![false; a.chunks().len()];
     for (fi, f) in a.files().iter().enumerate() {
@@ -291,7 +284,7 @@ pub fn verify_with(
     rep.chunks_checked = a.chunks().len();
     if !rep.lossy.is_empty() {
         let bytes_in = rep.lossy.iter().map(|q| q.bytes_in).sum();
-        let preset = a.meta()["preset"].as_str().unwrap_or("lossy").to_string();
+        let preset = a.meta().preset.clone().unwrap_or_else(|| "lossy".into());
         let t = super::writer::quality_row(
             "*",
             "all quantized tensors",
@@ -755,13 +748,11 @@ fn compare_lossy(
                     st.max_abs_err = st.max_abs_err.max((x - y).abs());
                 }
                 st.stored_bytes = stored;
-                let preset = a.meta()["lossy"]
-                    .as_array()
-                    .and_then(|v| {
-                        v.iter()
-                            .find(|t| t["name"] == name.as_str() && t["file"] == f.path.as_str())
-                    })
-                    .and_then(|t| t["preset"].as_str().map(String::from))
+                let preset = a
+                    .meta()
+                    .tensor(&f.path, &name)
+                    .map(|t| t.preset.clone())
+                    .filter(|p| !p.is_empty())
                     .unwrap_or_else(|| "lossy".into());
                 rows.push((
                     super::writer::quality_row(&f.path, &name, &preset, st.n, len, &st),

@@ -151,8 +151,10 @@ impl Default for PackOptions {
     }
 }
 
-/// Lossy statistics of one tensor, stored in the archive's metadata.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// Lossy statistics of one tensor, stored in the archive's metadata (read back leniently: a
+/// missing field is empty or 0, a missing or `null` float NaN).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TensorQuality {
     pub file: String,
     pub name: String,
@@ -160,11 +162,34 @@ pub struct TensorQuality {
     pub params: u64,
     pub bytes_in: u64,
     pub stored: u64,
+    #[serde(deserialize_with = "super::meta::f64_or_nan")]
     pub bits_per_weight: f64,
+    #[serde(deserialize_with = "super::meta::f64_or_nan")]
     pub snr_db: f64,
+    #[serde(deserialize_with = "super::meta::f64_or_nan")]
     pub rel_rms: f64,
+    #[serde(deserialize_with = "super::meta::f64_or_nan")]
     pub max_abs_err: f64,
     pub nonfinite: u64,
+}
+
+/// What a stored row without a field reads as (see [`TensorQuality`]).
+impl Default for TensorQuality {
+    fn default() -> Self {
+        TensorQuality {
+            file: String::new(),
+            name: String::new(),
+            preset: String::new(),
+            params: 0,
+            bytes_in: 0,
+            stored: 0,
+            bits_per_weight: f64::NAN,
+            snr_db: f64::NAN,
+            rel_rms: f64::NAN,
+            max_abs_err: f64::NAN,
+            nonfinite: 0,
+        }
+    }
 }
 
 /// Bytes in and out for one class of data (a dtype, or "other files").

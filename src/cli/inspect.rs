@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::CliError;
 use crate::archive::reader::DEFAULT_CACHE_BYTES;
-use crate::archive::{Archive, ArchiveError};
+use crate::archive::writer::TensorQuality;
+use crate::archive::{Archive, ArchiveError, ArchiveMeta};
 use crate::format::SegmentKind;
 use crate::st::{Layout, StError};
 
@@ -23,7 +24,7 @@ pub struct TensorRow {
     pub stored: Option<u64>,
     pub codec: Option<String>,
     /// Lossy archives: the preset and error figures stored at pack time.
-    pub quality: Option<serde_json::Value>,
+    pub quality: Option<TensorQuality>,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,7 +45,7 @@ pub struct Catalog {
     pub bytes: u64,
     pub archive_bytes: Option<u64>,
     pub lossless: Option<bool>,
-    pub meta: Option<serde_json::Value>,
+    pub meta: Option<ArchiveMeta>,
     /// GGUF files' metadata key/values: (file, key, value as `inspect` prints it).
     pub gguf_metadata: Vec<(String, String, String)>,
 }
@@ -212,7 +213,7 @@ fn finish(
         tensors,
         archive_bytes: a.map(|a| a.archive_len()),
         lossless: a.map(|a| a.is_lossless()),
-        meta: a.map(|a| a.meta()),
+        meta: a.map(|a| a.meta().clone()),
         gguf_metadata: Vec::new(),
     }
 }
@@ -292,13 +293,8 @@ pub fn catalog_archive(a: &Archive) -> Result<Catalog, InspectError> {
             .map(|s| (s.2, s.3.map(|c| c.name()).unwrap_or_else(|| "empty".into())))
             .collect();
         let mut r = rows(&f.path, &layout, Some(&stored));
-        if let Some(q) = a.meta()["lossy"].as_array() {
-            for t in &mut r {
-                t.quality = q
-                    .iter()
-                    .find(|x| x["file"] == f.path.as_str() && x["name"] == t.name.as_str())
-                    .cloned();
-            }
+        for t in &mut r {
+            t.quality = a.meta().tensor(&f.path, &t.name).cloned();
         }
         tensors.extend(r);
     }
@@ -333,12 +329,12 @@ pub fn print(c: &Catalog, show_tensors: bool) {
             println!("  note: {n}");
         }
         if let Some(m) = &c.meta
-            && let Some(t) = m.get("lossy_total").filter(|t| !t.is_null())
+            && let Some(t) = &m.lossy_total
         {
             println!(
                 "  preset {}: {} quantized tensors, {} (other tensors lossless)",
-                escaped(m["preset"].as_str().unwrap_or("?")),
-                m["lossy"].as_array().map_or(0, |v| v.len()),
+                escaped(m.preset.as_deref().unwrap_or("?")),
+                m.lossy.len(),
                 quality_text(t)
             );
         }
@@ -414,7 +410,7 @@ pub fn print(c: &Catalog, show_tensors: bool) {
             if let Some(q) = &t.quality {
                 println!(
                     "      {} {}",
-                    escaped(q["preset"].as_str().unwrap_or("?")),
+                    escaped(if q.preset.is_empty() { "?" } else { &q.preset }),
                     quality_text(q)
                 );
             }
@@ -422,14 +418,10 @@ pub fn print(c: &Catalog, show_tensors: bool) {
     }
 }
 
-fn quality_text(q: &serde_json::Value) -> String {
-    let f = |k: &str| q[k].as_f64().unwrap_or(f64::NAN);
+fn quality_text(q: &TensorQuality) -> String {
     format!(
         "{:.3} bits/weight, SNR {:.2} dB, rel. RMS {:.5}, max abs err {:.3e}",
-        f("bits_per_weight"),
-        f("snr_db"),
-        f("rel_rms"),
-        f("max_abs_err")
+        q.bits_per_weight, q.snr_db, q.rel_rms, q.max_abs_err
     )
 }
 

@@ -75,7 +75,7 @@ pub fn run(args: UnpackArgs, quiet: bool) -> Result<u8, CliError> {
             super::human(r.bytes),
             output.display()
         );
-        if let Some(p) = a.meta()["preset"].as_str().filter(|p| *p != "lossless") {
+        if let Some(p) = a.meta().preset.as_deref().filter(|p| *p != "lossless") {
             eprintln!(
                 "note: lossy archive (preset {}): quantized tensors hold the decoded \
                  approximations, not the original bytes",

@@ -15,6 +15,7 @@ use super::pipeline::{Done, InOrder};
 use super::plan::{Job, SegPlan};
 use super::{ArchiveSink, PackError, PackOptions, PackSummary, io_err, quality_row};
 use crate::archive::Progress;
+use crate::archive::meta::ArchiveMeta;
 use crate::codec::Codec;
 use crate::codec::quant::QuantStats;
 use crate::format::{self, ChunkRecord, FileEntry, Footer, Index, Segment, SegmentKind};
@@ -126,7 +127,7 @@ impl<'a> Store<'a> {
                 &self.lossy_total,
             ));
         }
-        let meta = meta_json(opts, &summary, &self.original_sha);
+        let meta = meta_json(opts, &summary, &self.original_sha)?;
         // The lowest minor that records what was used, so older readers refuse only archives
         // they cannot read, and with a precise error (docs/FORMAT.md, versioning).
         let gguf_kinds = self
@@ -299,18 +300,26 @@ fn meta_json(
     opts: &PackOptions,
     summary: &PackSummary,
     original_sha: &BTreeMap<String, String>,
-) -> String {
-    serde_json::json!({
-        "tool": format!("upg {}", env!("CARGO_PKG_VERSION")),
-        "chunk_size": opts.chunk_size,
-        "preset": match (opts.bits, opts.preset) {
-            (Some(b), _) => format!("bits {b}"),
-            (None, p) => p.map_or_else(|| "lossless".to_string(), |p| p.to_string()),
-        },
-        "overrides": opts.overrides.iter().map(|(p, c)| format!("{p}={}", c.map_or_else(|| "lossless".into(), |c| c.to_string()))).collect::<Vec<_>>(),
-        "lossy": summary.lossy,
-        "lossy_total": summary.lossy_total,
-        "original_sha256": original_sha,
-    })
-    .to_string()
+) -> Result<String, PackError> {
+    let preset = match (opts.bits, opts.preset) {
+        (Some(b), _) => format!("bits {b}"),
+        (None, p) => p.map_or_else(|| "lossless".to_string(), |p| p.to_string()),
+    };
+    let overrides = opts.overrides.iter().map(|(p, c)| {
+        format!(
+            "{p}={}",
+            c.map_or_else(|| "lossless".into(), |c| c.to_string())
+        )
+    });
+    ArchiveMeta {
+        tool: Some(format!("upg {}", env!("CARGO_PKG_VERSION"))),
+        chunk_size: Some(opts.chunk_size),
+        preset: Some(preset),
+        overrides: overrides.collect(),
+        lossy: summary.lossy.clone(),
+        lossy_total: summary.lossy_total.clone(),
+        original_sha256: original_sha.clone(),
+    }
+    .to_json()
+    .map_err(|e| PackError::Options(format!("archive metadata: {e}")))
 }
