@@ -11,6 +11,7 @@
 
 pub mod meta;
 pub mod reader;
+pub mod records;
 pub mod verify;
 pub mod writer;
 
@@ -175,6 +176,16 @@ pub enum ArchiveError {
         file: String,
         offset: u64,
         source: Box<ArchiveError>,
+    },
+    /// A page of the chunk table no longer holds the bytes validated when the archive was
+    /// opened: the archive file was changed or replaced underneath the reader.
+    #[error(
+        "{path}: index page {page} (archive offset {offset}) changed since the archive was opened"
+    )]
+    IndexChanged {
+        path: PathBuf,
+        page: u32,
+        offset: u64,
     },
     /// No file with that index in the archive (a caller's mistake, not damage).
     #[error("no file #{file} in archive")]

@@ -358,7 +358,10 @@ pub fn open_sources(
     let per = cache_bytes / list.len().max(1);
     let mut archives = Vec::with_capacity(list.len());
     for (name, src) in list {
-        let opts = OpenOptions { cache_bytes: per };
+        let opts = OpenOptions {
+            cache_bytes: per,
+            ..OpenOptions::default()
+        };
         let a = match src {
             Source::Path(path) => Archive::open_with(&path, opts),
             Source::Storage(st) => Archive::open_storage(st, opts),

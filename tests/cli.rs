@@ -834,7 +834,7 @@ fn verify_lists_every_damaged_range() {
     // Damage chunks 3, 4 (adjacent: one range) and 15 (a second range).
     let mut b = std::fs::read(&out).unwrap();
     for k in [3usize, 4, 15] {
-        let rec = &a.chunks()[spans[k].chunk as usize];
+        let rec = a.chunk_record(spans[k].chunk).unwrap();
         b[(rec.offset + u64::from(rec.stored_len) / 2) as usize] ^= 0x01;
     }
     drop(a);

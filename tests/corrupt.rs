@@ -40,7 +40,13 @@ fn fixture() -> Fixture {
 fn open_bytes(f: &Fixture, bytes: &[u8]) -> Result<Archive, ArchiveError> {
     let p = f.path.with_extension("bad");
     std::fs::write(&p, bytes).unwrap();
-    Archive::open_with(&p, OpenOptions { cache_bytes: 0 })
+    Archive::open_with(
+        &p,
+        OpenOptions {
+            cache_bytes: 0,
+            ..Default::default()
+        },
+    )
 }
 
 fn format_err(r: Result<Archive, ArchiveError>) -> FormatError {
@@ -196,8 +202,8 @@ fn flipped_bit_in_data_fails_that_range_only() {
     let fi = a0.file_index("model.safetensors").unwrap();
     // Damage the 3rd chunk of the safetensors file (inside tensor "a").
     let seg = &a0.files()[fi].segments[1];
-    let victim = seg.chunks[1];
-    let rec = a0.chunks()[victim as usize];
+    let victim = seg.chunks.get(1).unwrap();
+    let rec = a0.chunk_record(victim).unwrap();
     let mut b = f.bytes.clone();
     b[(rec.offset + u64::from(rec.stored_len) / 2) as usize] ^= 0x01;
     let a = open_bytes(&f, &b).unwrap();
@@ -337,7 +343,12 @@ fn hostile_index_values() {
         ),
         (
             "chunk id out of range",
-            Box::new(|ix: &mut Index| ix.files[0].segments[0].chunks[0] = 1_000_000),
+            Box::new(|ix: &mut Index| {
+                let s = &mut ix.files[0].segments[0];
+                let mut ids = s.chunks.to_vec();
+                ids[0] = 1_000_000;
+                s.chunks = ids.into();
+            }),
             |e| {
                 matches!(
                     e,
@@ -372,7 +383,8 @@ fn hostile_index_values() {
                     .flat_map(|f| f.segments.iter_mut())
                     .find(|s| !s.chunks.is_empty())
                     .unwrap();
-                s.chunks.push(s.chunks[0]);
+                let first = s.chunks.first().unwrap();
+                s.chunks.push(first);
             }),
             |e| {
                 matches!(

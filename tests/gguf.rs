@@ -173,8 +173,8 @@ fn built_gguf_round_trips_with_block_chunks() {
             4096
         };
         assert_eq!(seg.chunk_size, cs, "{}", t.name);
-        for &c in &seg.chunks {
-            let r = &a.chunks()[c as usize];
+        for c in seg.chunks.iter() {
+            let r = a.chunk_record(c).unwrap();
             assert_eq!(r.decoded_len % t.ty.block_bytes, 0, "{}", t.name);
         }
     }
@@ -287,8 +287,8 @@ fn f16_gguf_converted_from_bf16_compresses_like_the_bf16_safetensors() {
     let ar = Archive::open(&out).unwrap();
     assert_eq!(ar.format_minor(), 2, "F16-as-BF16 chunks need format 1.2");
     let mapped = ar
-        .chunks()
-        .iter()
+        .chunk_records()
+        .map(|c| c.unwrap())
         .filter(|c| (c.codec_id, c.codec_param) == (Codec::ID_FLOAT, Codec::PARAM_F16_VIA_BF16))
         .count();
     assert!(mapped >= 4, "{mapped} chunks coded as BF16");
@@ -303,8 +303,8 @@ fn f16_gguf_converted_from_bf16_compresses_like_the_bf16_safetensors() {
     let ar2 = Archive::open(&out2).unwrap();
     check_reads(&ar2, "m.gguf", &g2, 4);
     assert!(
-        ar2.chunks()
-            .iter()
+        ar2.chunk_records()
+            .map(|c| c.unwrap())
             .any(|c| Codec::from_id(c.codec_id, c.codec_param)
                 == Ok(Codec::Float(upg::codec::FloatKind::F16)))
     );

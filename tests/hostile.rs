@@ -67,24 +67,34 @@ fn archive_opens_from_memory_storage() {
     let bytes = std::fs::read(&path).unwrap();
     let mem = Arc::new(MemStorage::new("mem:m.upg", bytes.clone()));
     assert_eq!(mem.len(), bytes.len() as u64);
-    let a = Archive::open_storage(mem, OpenOptions { cache_bytes: 0 }).unwrap();
+    let a = Archive::open_storage(
+        mem,
+        OpenOptions {
+            cache_bytes: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(a.path(), Path::new("mem:m.upg"));
     assert_eq!(a.archive_len(), bytes.len() as u64);
     assert_identical(&a, &dir);
 
     // Flip one byte of the first chunk's stored bytes: the read fails naming the source.
-    let rec = a.chunks()[0];
+    let rec = a.chunk_record(0).unwrap();
     let mut bad = bytes.clone();
     bad[rec.offset as usize] ^= 0x40;
     let a = Archive::open_storage(
         Arc::new(MemStorage::new("mem:bad", bad)),
-        OpenOptions { cache_bytes: 0 },
+        OpenOptions {
+            cache_bytes: 0,
+            ..Default::default()
+        },
     )
     .unwrap();
     let fi = a
         .files()
         .iter()
-        .position(|f| f.segments.iter().any(|s| s.chunks.contains(&0)))
+        .position(|f| f.segments.iter().any(|s| s.chunks.contains(0)))
         .unwrap();
     let e = read_all(&a, fi).unwrap_err();
     assert!(
@@ -440,7 +450,9 @@ fn stored_names_never_reach_the_terminal_raw() {
     // Damage the evil file's chunk: verify and unpack name it in their messages.
     let ar = Archive::open(&a).unwrap();
     let fi = ar.file_index(evil).unwrap();
-    let rec = ar.chunks()[ar.spans(fi, 0, 1).unwrap()[0].chunk as usize];
+    let rec = ar
+        .chunk_record(ar.spans(fi, 0, 1).unwrap()[0].chunk)
+        .unwrap();
     drop(ar);
     let mut bytes = std::fs::read(&a).unwrap();
     bytes[(rec.offset + u64::from(rec.stored_len) / 2) as usize] ^= 1;
@@ -505,7 +517,10 @@ fn deep_archive(n: usize, depth: usize) -> Archive {
     b.extend_from_slice(&upg::format::footer_bytes(&footer));
     Archive::open_storage(
         Arc::new(MemStorage::new(format!("mem:deep{depth}"), b)),
-        OpenOptions { cache_bytes: 0 },
+        OpenOptions {
+            cache_bytes: 0,
+            ..Default::default()
+        },
     )
     .unwrap()
 }
@@ -623,7 +638,7 @@ fn dedup_bomb(dir: &Path, k: u32) -> std::path::PathBuf {
     f.size = (64u64 << 20) * u64::from(k);
     f.segments.truncate(1);
     f.segments[0].len = f.size;
-    f.segments[0].chunks = vec![0; k as usize];
+    f.segments[0].chunks = vec![0; k as usize].into();
     let ib = index.to_bytes();
     let mut out = bytes[..io].to_vec();
     let footer = Footer {

@@ -264,7 +264,14 @@ fn packed_model_rows(root: &Path, seed: u64, rows: usize) -> (PathBuf, PathBuf) 
 }
 
 fn open_archive(st: Arc<RemoteStorage>, cache: usize) -> Archive {
-    Archive::open_storage(st as Arc<dyn Storage>, OpenOptions { cache_bytes: cache }).unwrap()
+    Archive::open_storage(
+        st as Arc<dyn Storage>,
+        OpenOptions {
+            cache_bytes: cache,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 /// Random (file, offset, len) reads, across chunk and file ends, against the original bytes.
@@ -328,7 +335,7 @@ fn s3_archive_reads_exact_bytes_and_random_reads_cost_one_chunk() {
     let fi = cold.file_index("model.safetensors").unwrap();
     let spans = cold.spans(fi, 300_000, 4096).unwrap();
     assert_eq!(spans.len(), 1);
-    let stored = u64::from(cold.chunks()[spans[0].chunk as usize].stored_len);
+    let stored = u64::from(cold.chunk_record(spans[0].chunk).unwrap().stored_len);
     let before = st.stats();
     let mut b = vec![0u8; 4096];
     cold.read_at(fi, 300_000, &mut b).unwrap();
@@ -351,7 +358,7 @@ fn s3_sequential_read_through_vfs_coalesces_and_sends_each_byte_once() {
     r.upload(&local, "t2/m.upg", &|_| {}).unwrap();
     let st = Arc::new(r.open("t2/m.upg").unwrap());
     let a = Arc::new(open_archive(st.clone(), 64 << 20));
-    let chunks = a.chunks().len() as u64;
+    let chunks = u64::from(a.chunk_count());
     let vfs = Vfs::from_archives(
         vec![(None, a.clone())],
         VfsOptions {
@@ -376,7 +383,11 @@ fn s3_sequential_read_through_vfs_coalesces_and_sends_each_byte_once() {
     }
     assert!(got == want, "sequential read through the vfs differs");
     let s = st.stats();
-    let stored: u64 = a.chunks().iter().map(|c| u64::from(c.stored_len)).sum();
+    let stored: u64 = a
+        .chunk_records()
+        .map(|c| c.unwrap())
+        .map(|c| u64::from(c.stored_len))
+        .sum();
     // The goal: <= 1.05x. A read-ahead run claims its chunks in the cache when it
     // starts, so a reader overtaking it waits for those bytes instead of fetching them again
     // (before the claims: 1.00-1.10x here); a chunk fetched per kernel request would be
@@ -762,7 +773,10 @@ fn cache_dir_serves_refetched_chunks_from_disk_and_refetches_damaged_entries() {
     };
     let stored: u64 = {
         let a = Archive::open(&local).unwrap();
-        a.chunks().iter().map(|c| u64::from(c.stored_len)).sum()
+        a.chunk_records()
+            .map(|c| c.unwrap())
+            .map(|c| u64::from(c.stored_len))
+            .sum()
     };
 
     // First mount: every chunk comes from the server and lands in the cache.
@@ -799,7 +813,7 @@ fn cache_dir_serves_refetched_chunks_from_disk_and_refetches_damaged_entries() {
     let (st, a, opened) = mount(&disk3);
     common::assert_identical(&a, &dir);
     assert_eq!(disk3.stats().invalid, 1, "{}", disk3.stats_line());
-    let want = u64::from(a.chunks()[3].stored_len);
+    let want = u64::from(a.chunk_record(3).unwrap().stored_len);
     assert_eq!(
         st.stats().bytes - opened,
         want,

@@ -58,7 +58,7 @@ proptest! {
         let out = tmp.path().join("m.upg");
         pack_dir(&dir, &out, 4096);
         // A cache of two chunks forces evictions between reads.
-        let a = Archive::open_with(&out, OpenOptions { cache_bytes: 8192 }).unwrap();
+        let a = Archive::open_with(&out, OpenOptions { cache_bytes: 8192, ..Default::default() }).unwrap();
         let originals: Vec<Vec<u8>> = a.files().iter().map(|f| std::fs::read(dir.join(&f.path)).unwrap()).collect();
         for (fi, off, len) in reads {
             let fi = fi % originals.len();

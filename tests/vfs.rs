@@ -64,7 +64,14 @@ fn opts(cache: usize) -> VfsOptions {
 }
 
 fn vfs_one(f: &Fixture, cache: usize) -> Vfs {
-    let a = Archive::open_with(&f.archive, OpenOptions { cache_bytes: cache }).unwrap();
+    let a = Archive::open_with(
+        &f.archive,
+        OpenOptions {
+            cache_bytes: cache,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     Vfs::from_archives(vec![(None, Arc::new(a))], opts(cache)).unwrap()
 }
 
@@ -270,6 +277,7 @@ fn readahead_vfs(f: &Fixture) -> (Arc<Archive>, Vfs) {
             &f.archive,
             OpenOptions {
                 cache_bytes: 1 << 20,
+                ..Default::default()
             },
         )
         .unwrap(),

@@ -181,10 +181,10 @@ pub fn verify_with(
     // Lossy files: path -> SHA-256 of the original they were made from.
     let lossy_files = &a.meta().original_sha256;
     let mut lossy_total = QuantStats::default();
-    let mut referenced = vec![false; a.chunks().len()];
+    let mut referenced = vec![false; a.chunk_count() as usize];
     for (fi, f) in a.files().iter().enumerate() {
         for s in &f.segments {
-            for &c in &s.chunks {
+            for c in s.chunks.iter() {
                 referenced[c as usize] = true;
             }
         }
@@ -281,7 +281,7 @@ pub fn verify_with(
     }
     check_orphans(a, &referenced, &mut rep);
     drop(bar);
-    rep.chunks_checked = a.chunks().len();
+    rep.chunks_checked = a.chunk_count() as usize;
     if !rep.lossy.is_empty() {
         let bytes_in = rep.lossy.iter().map(|q| q.bytes_in).sum();
         let preset = a.meta().preset.clone().unwrap_or_else(|| "lossy".into());
@@ -305,7 +305,7 @@ pub fn verify_with(
 
 /// Decode (and so check) the chunks no file references, which no file scan has read.
 fn check_orphans(a: &Archive, referenced: &[bool], rep: &mut VerifyReport) {
-    let orphans: Vec<u32> = (0..a.chunks().len() as u32)
+    let orphans: Vec<u32> = (0..a.chunk_count())
         .filter(|&c| !referenced[c as usize])
         .collect();
     // Only the errors are kept: each decoded chunk is dropped by the thread that decoded it.

@@ -76,7 +76,10 @@ pub fn open_archive(
     remote: &RemoteArgs,
     cache_bytes: usize,
 ) -> Result<Archive, CliError> {
-    let opts = OpenOptions { cache_bytes };
+    let opts = OpenOptions {
+        cache_bytes,
+        ..OpenOptions::default()
+    };
     match Location::parse(loc.as_os_str()).map_err(|e| CliError::Usage(e.to_string()))? {
         Location::Local(p) => Ok(Archive::open_with(&p, opts)?),
         l => {

@@ -107,7 +107,7 @@ pub fn damage_chunk_at(archive: &Path, file: &str, offset: u64) -> upg::archive:
     let a = Archive::open(archive).unwrap();
     let fi = a.file_index(file).unwrap();
     let span = a.spans(fi, offset, 1).unwrap()[0];
-    let rec = a.chunks()[span.chunk as usize];
+    let rec = a.chunk_record(span.chunk).unwrap();
     drop(a);
     let f = std::fs::OpenOptions::new()
         .read(true)

@@ -40,7 +40,7 @@ impl Storing {
                     kind: p.kind,
                     len: p.len,
                     chunk_size: p.chunk_size,
-                    chunks: Vec::new(),
+                    chunks: Default::default(),
                 })
                 .collect(),
             input_hashes: Vec::new(),
