@@ -43,8 +43,10 @@ pub const MAX_CHUNK_LEN: u32 = 64 << 20;
 pub const MAX_PATH_LEN: usize = 4096;
 /// Cap on the free-form JSON metadata block (lossy statistics per tensor fit easily).
 pub const MAX_META_LEN: usize = 64 << 20;
-/// Largest index a reader accepts (and a writer writes). The index is read whole into memory at
-/// open, so this bounds what a forged footer can make a reader allocate. The value: an index costs
+/// Largest index a reader accepts (and a writer writes). The reader streams the index at open and
+/// keeps only the file table and pages of records (archive/records.rs); this bounds what a forged
+/// footer can make it read, and the part after the chunk table it holds while checking the files.
+/// The value: an index costs
 /// about 40 bytes per chunk (a 36-byte record plus a 4-byte id in its segment), so 1 GiB describes
 /// ~27 million chunks: 6.5 TiB of model at the default 256 KiB chunks, 100 GiB even at the
 /// smallest (4 KiB) chunks. The largest public checkpoints (~2 TB of BF16) need ~300 MiB at the

@@ -147,15 +147,28 @@ struct Stream<'a> {
     at: u64,
     hash: Xxh3,
     buf: Vec<u8>,
+    /// The whole index, when it is at most [`WHOLE_INDEX`] bytes (read with one request).
+    whole: Option<Vec<u8>>,
 }
+
+/// Indexes up to this size are read with one storage request (over S3 or HTTP every request is a
+/// round trip; 8 MiB is the index of a ~50 GB model at 256 KiB chunks).
+const WHOLE_INDEX: u64 = 8 << 20;
 
 impl Stream<'_> {
     /// The next `n` bytes (fewer at the end of the index).
     fn next(&mut self, n: usize) -> Result<&[u8], StorageError> {
         let n = n.min(usize::try_from(self.len - self.at).unwrap_or(usize::MAX));
         self.buf.resize(n, 0);
-        self.storage
-            .read_exact_at(&mut self.buf, self.start + self.at)?;
+        match &self.whole {
+            // at + n <= len = whole.len()
+            Some(w) => self
+                .buf
+                .copy_from_slice(&w[self.at as usize..self.at as usize + n]),
+            None => self
+                .storage
+                .read_exact_at(&mut self.buf, self.start + self.at)?,
+        }
         self.hash.update(&self.buf);
         self.at += n as u64;
         Ok(&self.buf)
@@ -179,7 +192,13 @@ pub fn load(
         at: 0,
         hash: Xxh3::new(),
         buf: Vec::new(),
+        whole: None,
     };
+    if ilen <= WHOLE_INDEX {
+        let mut w = vec![0u8; ilen as usize];
+        storage.read_exact_at(&mut w, footer.index_offset)?;
+        s.whole = Some(w);
+    }
     let piece_bytes = (PIECE_PAGES * RECORDS_PER_PAGE) as usize * format::CHUNK_RECORD_LEN;
     // The first structural error; reported only once the index hash is known to match.
     let mut deferred: Option<FormatError> = None;
@@ -259,13 +278,20 @@ pub fn load(
         return Err(e.into());
     }
     let head = head?;
+    let whole = s.whole.take();
     drop(s);
     let tail_len = usize::try_from(ilen - tail_start).map_err(|_| LoadError::Alloc(usize::MAX))?;
-    let mut tail = Vec::new();
-    tail.try_reserve_exact(tail_len)
-        .map_err(|_| LoadError::Alloc(tail_len))?;
-    tail.resize(tail_len, 0);
-    storage.read_exact_at(&mut tail, footer.index_offset + tail_start)?;
+    let tail = match whole {
+        Some(mut w) => w.split_off(tail_start as usize),
+        None => {
+            let mut tail = Vec::new();
+            tail.try_reserve_exact(tail_len)
+                .map_err(|_| LoadError::Alloc(tail_len))?;
+            tail.resize(tail_len, 0);
+            storage.read_exact_at(&mut tail, footer.index_offset + tail_start)?;
+            tail
+        }
+    };
     if xxh3_64(&tail) != tail_hash.digest() {
         return Err(FormatError::IndexChecksum.into());
     }
