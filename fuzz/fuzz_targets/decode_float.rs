@@ -12,7 +12,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let len = u16::from_le_bytes([data[0], data[1]]) as usize;
     let stream = &data[2..];
-    for kind in [FloatKind::Bf16, FloatKind::F16, FloatKind::F32, FloatKind::F64] {
+    for kind in [
+        FloatKind::Bf16,
+        FloatKind::F16,
+        FloatKind::F32,
+        FloatKind::F64,
+    ] {
         for l in [len, len / 7, stream.len(), stream.len() * 2 + 3] {
             let mut out = vec![0u8; l];
             let _ = float::decode(kind, stream, &mut out);

@@ -51,13 +51,28 @@ fuzz_target!(|input: &[u8]| {
     let mut data = input.to_vec();
     repair(&mut data);
     let st = Arc::new(MemStorage::new("fuzz", data));
-    let Ok(a) = Archive::open_storage(st, OpenOptions { cache_bytes: 1 << 20 }) else {
+    let Ok(a) = Archive::open_storage(
+        st,
+        OpenOptions {
+            cache_bytes: 1 << 20,
+            // One record page: a hostile archive with many records also drives page eviction.
+            record_cache_bytes: 64 << 10,
+        },
+    ) else {
         return;
     };
     let mut buf = vec![0u8; 5000];
     for fi in 0..a.files().len().min(32) {
         let size = a.files()[fi].size;
-        for off in [0, 1, size / 3, size / 2, size.saturating_sub(1), size, u64::MAX - 1] {
+        for off in [
+            0,
+            1,
+            size / 3,
+            size / 2,
+            size.saturating_sub(1),
+            size,
+            u64::MAX - 1,
+        ] {
             if let Ok(n) = a.read_at(fi, off, &mut buf) {
                 assert_eq!(n as u64, size.saturating_sub(off).min(buf.len() as u64));
             }

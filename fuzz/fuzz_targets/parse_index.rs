@@ -17,6 +17,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let data_end = u64::from_le_bytes(data[..8].try_into().unwrap()) % (1 << 40);
     if let Ok(index) = Index::parse(&data[8..], data_end) {
-        assert_eq!(index.to_bytes(), &data[8..], "parsed index does not re-serialise");
+        assert_eq!(
+            index.to_bytes(),
+            &data[8..],
+            "parsed index does not re-serialise"
+        );
     }
 });
