@@ -8,14 +8,16 @@
 # convert_hf_to_gguf.py on the HF directory read through a mount, byte-identical to direct.
 # Then, in the time left, scripts/scale/read_sweep.py (mount read-ahead settings).
 # usage (device, repo root): CARRY=.carry/gl scripts/device/gguf_load.sh   results under $OUT
-# CARRY holds: upg.xz, llama-built.tar.xz (bin/ src/ from scripts/device/llama_mount.sh),
+# CARRY holds: upg.xz, llama-built.tar.xz (bin/ src/ from scripts/device/llama_mount.sh) or
+#   llama.cpp-trim.tar.xz (built here then, as llama_mount.sh does),
 #   template/ (ref-llama-38m's config.json and tokenizer files), wikitext-2-raw-test.txt.
 set -uo pipefail
 C=$(realpath "${CARRY:-.carry/gl}"); S=$(cd "$(dirname "$0")/.." && pwd); W=/root/w; mkdir -p $W/g $W/llama
 log() { echo "== $(date +%T) $*"; }
 xz -dc $C/upg.xz > $W/upg && chmod +x $W/upg
 printf '#!/bin/sh\nexec %s mount "$@"\n' $W/upg > $W/upg-mount && chmod +x $W/upg-mount
-tar -C $W/llama -xJf $C/llama-built.tar.xz
+if [ -f $C/llama-built.tar.xz ]; then tar -C $W/llama -xJf $C/llama-built.tar.xz
+else log build; bash $S/gguf/build-llama.sh $W/llama $C/llama.cpp-trim.tar.xz > $W/build.log 2>&1 || { tail -30 $W/build.log; exit 1; }; fi
 log model; python3 $S/gguf/make_big_llama.py $C/template $W/big-llama ${BIG_ARGS:-} | tee $OUT/model.txt
 log convert; conv=$(bash $S/gguf/patch-converter.sh $W/llama/src $W/conv gpt-2)
 PYTHONPATH=$conv/gguf-py python3 $conv/convert_hf_to_gguf.py $W/big-llama --outtype f16 --outfile $W/g/big-llama-F16.gguf 2>&1 | tail -2
