@@ -12,11 +12,13 @@
 pub mod meta;
 pub mod reader;
 pub mod records;
+pub mod schedule;
 pub mod verify;
 pub mod writer;
 
 pub use meta::ArchiveMeta;
-pub use reader::{Archive, ChunkSpan, OpenOptions};
+pub use reader::{Archive, ChunkSpan, OpenOptions, ReadPlan, SharedCache, shared_cache};
+pub use schedule::Scheduler;
 
 use std::path::PathBuf;
 

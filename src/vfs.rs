@@ -2,7 +2,12 @@
 //! adapter over this module, and nearly every test drives it directly without mounting.
 //!
 //! Design:
-//! - **Inodes** are indices into one immutable `Vec<Node>` built at start-up (`ino = index + 1`,
+//! - **Rooms**: `vfs/sources` turns the mount's sources into opened archives (the one path of
+//!   `upg-mount` and the tests; the only directory I/O), `vfs/tree` builds the node table from
+//!   file tables alone (pure), `vfs/handle` is the per-handle sequential detector (pure, unit
+//!   tested), and the decoding is the archive layer's [`Scheduler`]. This file wires them and
+//!   owns the kernel-facing rules: clamping, errors, failed ranges, status.
+//! - **Inodes** are indices into one immutable node table built at start-up (`ino = index + 1`,
 //!   so the root is inode 1 as FUSE expects). Archives never change while mounted, so there is no
 //!   locking on the tree, inode numbers are stable, and `forget` needs no bookkeeping.
 //! - **Layout**: a single archive puts its files at the root; several archives (or a folder of
@@ -10,12 +15,13 @@
 //!   inside an archive may contain `/`; intermediate directories are synthesised.
 //! - **Attributes**: original size and permission bits with the write bits stripped (the mount
 //!   is read-only); owner is the mounting user; times are the archive file's mtime.
-//! - **Reads** go through [`Archive::read_with`], which decodes only the covering chunks through
-//!   the archive's byte-bounded chunk cache and hands out a slice of the cached chunk when the
-//!   range lies in one chunk (no copy). The chunks of a read over several chunks are decoded in
-//!   parallel on a small thread pool. Each open file handle tracks whether its reads are
-//!   sequential; once a run covers 1 MiB, the chunks beyond the read are decoded on the same
-//!   pool (read-ahead), bounded so prefetched chunks cannot evict the ones being read.
+//! - **Reads**: a read's chunks are planned once ([`Archive::plan`]) and the plan goes to
+//!   [`Scheduler::read`], which decodes the chunks after the first on a small thread pool while
+//!   the reading thread decodes the first, then serves the plan through the cache (a slice of
+//!   the cached chunk when the range lies in one chunk: no copy). The archives of a mount share
+//!   one decoded-chunk budget. Each open file handle tracks whether its reads are sequential;
+//!   once a run covers 1 MiB, the chunks beyond the read are decoded on the same pool
+//!   ([`Scheduler::read_ahead`]), bounded so prefetched chunks cannot evict the ones being read.
 //! - **Errors**: one [`VfsError`] enum; [`VfsError::errno`] maps every variant to an errno in one
 //!   exhaustive match. A damaged chunk logs one `tracing::error!` naming the archive, the file
 //!   and the offset, and the read fails with `EIO`; other ranges and files keep working.
@@ -24,14 +30,22 @@
 //!   reads it), so a running daemon can be asked without a socket. It is not listed by
 //!   `listxattr`, so copy tools do not copy it.
 
-use std::collections::HashMap;
+mod handle;
+mod sources;
+mod tree;
+
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::archive::{Archive, ArchiveError, OpenOptions};
+use crate::archive::{Archive, ArchiveError, Scheduler};
+pub use handle::{Handles, PREFETCH_START, SEQ_SLACK, SeqDetector};
+pub use sources::{
+    Found, Source, archive_dir_name, expand_sources, lay_out, list_local, open_sources,
+};
+use tree::{NodeKind, Tree, TreeInput};
 
 /// Errors of the filesystem model. Each maps to one errno in [`VfsError::errno`].
 #[derive(Debug, Clone, thiserror::Error)]
@@ -133,22 +147,6 @@ pub const MAX_READ: u32 = 16 << 20;
 /// a reader is consuming.
 pub const DEFAULT_READAHEAD: u64 = 2 << 20;
 
-/// A read counts as sequential if it starts within this distance of where the handle's previous
-/// reads ended. Not exact equality: with several FUSE worker threads the kernel's readahead
-/// requests for one file arrive slightly out of order.
-const SEQ_SLACK: u64 = 1 << 20;
-
-/// Sequential bytes a handle must have read before read-ahead starts: 1 MiB is the largest
-/// single request the kernel sends (`max_pages` 256), so a random read of up to 1 MiB -- one
-/// request, or several consecutive ones with a smaller kernel readahead -- never triggers
-/// speculative decoding; a streaming reader loses read-ahead only for its first MiB, which the
-/// kernel's own readahead covers.
-const PREFETCH_START: u64 = 1 << 20;
-
-/// Prefetch jobs queued or running at once, over all handles: keeps a burst of readers from
-/// queueing unbounded work (each job holds one decoded chunk at most).
-const MAX_PREFETCH_INFLIGHT: usize = 64;
-
 /// Failed read ranges remembered (see [`Vfs::read_at_with`]); the oldest is forgotten first.
 const MAX_FAILED_RANGES: usize = 1024;
 
@@ -216,49 +214,15 @@ const BLOCK_SIZE: u32 = 128 << 10;
 /// Longest file name reported by `statfs` (the Linux `NAME_MAX`).
 const NAME_MAX: u32 = 255;
 
-#[derive(Debug)]
-enum NodeKind {
-    /// Children sorted by name (binary search for lookup, stable order for readdir).
-    Dir {
-        children: Vec<(String, u64)>,
-    },
-    File {
-        archive: usize,
-        file: usize,
-    },
-}
-
-#[derive(Debug)]
-struct Node {
-    parent: u64,
-    kind: NodeKind,
-    size: u64,
-    perm: u16,
-    mtime: SystemTime,
-}
-
 struct Mounted {
     archive: Arc<Archive>,
-}
-
-/// Per-open-file state for sequential detection.
-#[derive(Debug)]
-struct Handle {
-    ino: u64,
-    /// End of the furthest read so far.
-    next: u64,
-    /// Consecutive reads that started near `next`.
-    streak: u32,
-    /// Read-ahead has been requested up to this file offset.
-    prefetched_to: u64,
-    /// Where the current sequential run started.
-    run_start: u64,
 }
 
 /// Options of a mounted tree.
 #[derive(Debug, Clone)]
 pub struct VfsOptions {
-    /// Decoded-chunk cache budget over all archives (split evenly between them).
+    /// Decoded-chunk cache budget over all archives (one budget they share, see
+    /// [`open_sources`]).
     pub cache_bytes: usize,
     /// Read-ahead window in bytes (0 disables read-ahead).
     pub readahead: u64,
@@ -285,14 +249,13 @@ impl Default for VfsOptions {
 /// The mounted tree.
 pub struct Vfs {
     archives: Vec<Mounted>,
-    nodes: Vec<Node>,
+    tree: Tree,
     uid: u32,
     gid: u32,
     readahead: u64,
-    handles: Mutex<HashMap<u64, Handle>>,
-    next_fh: AtomicU64,
-    pool: Option<crate::pool::Pool>,
-    inflight: Arc<AtomicUsize>,
+    handles: Handles,
+    /// Decodes read-ahead chunks and the extra chunks of a read over several chunks.
+    sched: Scheduler,
     stored_bytes: u64,
     reads: AtomicU64,
     eio: AtomicU64,
@@ -305,89 +268,8 @@ impl std::fmt::Debug for Vfs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vfs")
             .field("archives", &self.archives.len())
-            .field("nodes", &self.nodes.len())
+            .field("nodes", &self.tree.len())
             .finish()
-    }
-}
-
-/// Expand the command-line sources into `(directory name or None, archive path)`: one archive
-/// file alone goes to the root; a folder contributes each `*.upg` inside it (sorted); anything
-/// else gets one sub-directory per archive.
-pub fn expand_sources(sources: &[PathBuf]) -> Result<Vec<(Option<String>, PathBuf)>, SetupError> {
-    let mut found = Vec::new();
-    for s in sources {
-        if s.is_dir() {
-            let rd = std::fs::read_dir(s).map_err(|source| SetupError::ListDir {
-                path: s.clone(),
-                source,
-            })?;
-            let mut inside: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension() == Some(OsStr::new("upg")) && p.is_file())
-                .collect();
-            if inside.is_empty() {
-                return Err(SetupError::NoArchives(format!(
-                    "{} contains no .upg files",
-                    s.display()
-                )));
-            }
-            inside.sort();
-            found.extend(inside.into_iter().map(|p| (true, p)));
-        } else {
-            found.push((false, s.clone()));
-        }
-    }
-    if found.is_empty() {
-        return Err(SetupError::NoArchives("no sources given".into()));
-    }
-    if found.len() == 1 && !found[0].0 {
-        return Ok(vec![(None, found.remove(0).1)]);
-    }
-    Ok(found
-        .into_iter()
-        .map(|(_, p)| (Some(archive_dir_name(&p)), p))
-        .collect())
-}
-
-/// Open the archives [`expand_sources`] listed, sharing `cache_bytes` between them: the one place
-/// that opens a mount's sources, used by `upg-mount` and the tests alike.
-pub fn open_sources(
-    list: Vec<(Option<String>, Source)>,
-    cache_bytes: usize,
-) -> Result<Vec<(Option<String>, Arc<Archive>)>, SetupError> {
-    let per = cache_bytes / list.len().max(1);
-    let mut archives = Vec::with_capacity(list.len());
-    for (name, src) in list {
-        let opts = OpenOptions {
-            cache_bytes: per,
-            ..OpenOptions::default()
-        };
-        let a = match src {
-            Source::Path(path) => Archive::open_with(&path, opts),
-            Source::Storage(st) => Archive::open_storage(st, opts),
-        }
-        .map_err(SetupError::Open)?;
-        archives.push((name, Arc::new(a)));
-    }
-    Ok(archives)
-}
-
-/// Where one archive of a mount comes from: a local path, or an already opened storage (a
-/// remote object, see `cli::remote::expand_mount_sources`).
-pub enum Source {
-    Path(PathBuf),
-    Storage(Arc<dyn crate::storage::Storage>),
-}
-
-/// Directory name for an archive: its file name without a trailing `.upg`.
-pub fn archive_dir_name(p: &Path) -> String {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "archive".into());
-    match name.strip_suffix(".upg") {
-        Some(stem) if !stem.is_empty() => stem.to_string(),
-        _ => name,
     }
 }
 
@@ -404,105 +286,45 @@ impl Vfs {
 
     /// Build the tree from opened archives: `None` puts that archive's files at the root (only
     /// valid for a single archive), `Some(name)` under a sub-directory `name`. The archives' own
-    /// cache budgets are used (`opts.cache_bytes` is ignored here).
+    /// cache budgets are used (`opts.cache_bytes` is ignored here). Starts the decode threads.
     pub fn from_archives(
         list: Vec<(Option<String>, Arc<Archive>)>,
         opts: VfsOptions,
     ) -> Result<Vfs, SetupError> {
-        if list.is_empty() {
-            return Err(SetupError::NoArchives("no archives given".into()));
-        }
-        let root_mtime = list
+        // Known since open (no I/O here): a file's mtime, none for memory or remote storage.
+        let mtimes: Vec<Option<SystemTime>> =
+            list.iter().map(|(_, a)| a.storage().modified()).collect();
+        let root_mtime = mtimes
             .iter()
-            .filter_map(|(_, a)| a.storage().modified())
+            .flatten()
             .max()
+            .copied()
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut b = TreeBuilder {
-            nodes: vec![Node {
-                parent: ROOT_INO,
-                kind: NodeKind::Dir {
-                    children: Vec::new(),
-                },
-                size: 0,
-                perm: 0o555,
-                mtime: root_mtime,
-            }],
-            index: HashMap::new(),
-        };
-        let mut archives = Vec::with_capacity(list.len());
-        let mut stored_bytes = 0u64;
-        let several = list.len() > 1;
-        for (ai, (name, a)) in list.into_iter().enumerate() {
-            let mtime = a.storage().modified().unwrap_or(root_mtime);
-            let (top, prefix) = match name {
-                Some(n) => {
-                    if n.is_empty() || n.contains('/') || n == "." || n == ".." {
-                        return Err(SetupError::NameClash(format!(
-                            "invalid archive directory name {n:?}"
-                        )));
-                    }
-                    if b.contains(ROOT_INO, &n) {
-                        return Err(SetupError::NameClash(format!(
-                            "two archives would both be mounted as {n}/"
-                        )));
-                    }
-                    let ino = b.dir(ROOT_INO, &n, || n.clone(), mtime)?;
-                    (ino, format!("{n}/"))
-                }
-                None if several => {
-                    return Err(SetupError::NameClash(
-                        "several archives need one sub-directory each".into(),
-                    ));
-                }
-                None => (ROOT_INO, String::new()),
-            };
-            for (fi, f) in a.files().iter().enumerate() {
-                let (parent, name) = b.dirs_of(top, &prefix, &f.path, mtime)?;
-                b.add(
-                    parent,
-                    name,
-                    || format!("{prefix}{}", f.path),
-                    Node {
-                        parent,
-                        kind: NodeKind::File {
-                            archive: ai,
-                            file: fi,
-                        },
-                        size: f.size,
-                        perm: (f.mode & 0o7555) as u16,
-                        mtime,
-                    },
-                )?;
-            }
-            stored_bytes = stored_bytes.saturating_add(a.archive_len());
-            archives.push(Mounted { archive: a });
-        }
-        let mut nodes = b.nodes;
-        for n in &mut nodes {
-            if let NodeKind::Dir { children } = &mut n.kind {
-                children.sort();
-            }
-        }
-        let threads = if opts.prefetch_threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        } else {
-            opts.prefetch_threads
-        };
-        // Decodes read-ahead chunks and the extra chunks of a read over several chunks. Without
-        // it (the pool failed to start) reads still work, one chunk after the other.
-        let pool = crate::pool::Pool::new(threads, "upg-decode").ok();
+        let inputs: Vec<TreeInput<'_>> = list
+            .iter()
+            .zip(&mtimes)
+            .map(|((name, a), m)| TreeInput {
+                name: name.as_deref(),
+                files: a.files(),
+                mtime: m.unwrap_or(root_mtime),
+            })
+            .collect();
+        let tree = Tree::build(&inputs, root_mtime)?;
+        drop(inputs);
+        let stored_bytes = list
+            .iter()
+            .fold(0u64, |n, (_, a)| n.saturating_add(a.archive_len()));
         Ok(Vfs {
-            archives,
-            nodes,
+            archives: list
+                .into_iter()
+                .map(|(_, archive)| Mounted { archive })
+                .collect(),
+            tree,
             uid: opts.uid,
             gid: opts.gid,
             readahead: opts.readahead,
-            handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
-            pool,
-            inflight: Arc::new(AtomicUsize::new(0)),
+            handles: Handles::default(),
+            sched: Scheduler::new(opts.prefetch_threads),
             stored_bytes,
             reads: AtomicU64::new(0),
             eio: AtomicU64::new(0),
@@ -512,14 +334,11 @@ impl Vfs {
         })
     }
 
-    fn node(&self, ino: u64) -> Result<&Node, VfsError> {
-        ino.checked_sub(1)
-            .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| self.nodes.get(i))
-            .ok_or(VfsError::NotFound)
+    fn node(&self, ino: u64) -> Result<&tree::Node, VfsError> {
+        self.tree.node(ino)
     }
 
-    fn attr_of(&self, ino: u64, n: &Node) -> Attr {
+    fn attr_of(&self, ino: u64, n: &tree::Node) -> Attr {
         let (kind, nlink) = match &n.kind {
             NodeKind::Dir { children } => {
                 let subdirs = children
@@ -553,7 +372,7 @@ impl Vfs {
 
     /// Number of inodes (directories and files).
     pub fn inode_count(&self) -> u64 {
-        self.nodes.len() as u64
+        self.tree.len()
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr, VfsError> {
@@ -694,36 +513,21 @@ impl Vfs {
         if let NodeKind::Dir { .. } = n.kind {
             return Err(VfsError::IsADirectory);
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.lock_handles().insert(
-            fh,
-            Handle {
-                ino,
-                next: 0,
-                streak: 0,
-                prefetched_to: 0,
-                run_start: 0,
-            },
-        );
-        Ok(fh)
+        Ok(self.handles.open(ino))
     }
 
     /// Forget a handle. Unknown handles are an error (reported, harmless).
     pub fn release(&self, fh: u64) -> Result<(), VfsError> {
-        self.lock_handles()
-            .remove(&fh)
-            .map(|_| ())
-            .ok_or(VfsError::BadHandle(fh))
+        if self.handles.release(fh) {
+            Ok(())
+        } else {
+            Err(VfsError::BadHandle(fh))
+        }
     }
 
     /// Open handles right now (for tests and statistics).
     pub fn open_handles(&self) -> usize {
-        self.lock_handles().len()
-    }
-
-    fn lock_handles(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Handle>> {
-        // Handle state is advisory (read-ahead hints); a poisoned lock is still usable.
-        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+        self.handles.len()
     }
 
     fn file_of(&self, ino: u64) -> Result<(&Mounted, usize, u64), VfsError> {
@@ -758,113 +562,13 @@ impl Vfs {
         let end = offset
             .saturating_add(u64::from(len.min(MAX_READ)))
             .min(size);
-        if self.readahead > 0 && offset < end {
-            let window = {
-                let mut hs = self.lock_handles();
-                match hs.get_mut(&fh) {
-                    Some(h) if h.ino == ino => Self::advance(h, offset, end, self.readahead),
-                    _ => None,
-                }
-            };
-            if let Some((from, to)) = window {
-                self.prefetch(m, file, from, to);
-            }
+        if self.readahead > 0
+            && offset < end
+            && let Some((from, to)) = self.handles.advance(fh, ino, offset, end, self.readahead)
+        {
+            self.sched.read_ahead(&m.archive, file, from, to);
         }
         self.read_at_with(ino, offset, len, f)
-    }
-
-    /// Update a handle with a read of `[offset, end)`; returns the range to prefetch, if any.
-    ///
-    /// Read-ahead starts once a sequential run covers [`PREFETCH_START`] (or the whole window,
-    /// if smaller) and then grows with the run, like the kernel's own readahead: the window is
-    /// min(`readahead`, bytes read in this run). So a random read, which the kernel splits into
-    /// several consecutive requests, decodes nothing beyond what it asked for.
-    fn advance(h: &mut Handle, offset: u64, end: u64, readahead: u64) -> Option<(u64, u64)> {
-        let near = offset <= h.next.saturating_add(SEQ_SLACK)
-            && offset.saturating_add(SEQ_SLACK) >= h.next;
-        if near && (h.streak > 0 || offset == h.next) {
-            h.streak = h.streak.saturating_add(1);
-        } else {
-            h.streak = 0;
-            h.prefetched_to = 0;
-            h.run_start = offset;
-        }
-        h.next = h.next.max(end);
-        if !near {
-            h.next = end;
-        }
-        let run = h.next.saturating_sub(h.run_start);
-        if h.streak < 1 || run < readahead.min(PREFETCH_START) {
-            return None;
-        }
-        let window = readahead.min(run);
-        let from = h.prefetched_to.max(end);
-        let to = end.saturating_add(window);
-        // Only top up when at least half the window is consumed: fewer, larger batches.
-        if from >= to || to - from < window / 2 {
-            return None;
-        }
-        h.prefetched_to = to;
-        Some((from, to))
-    }
-
-    fn prefetch(&self, m: &Mounted, file: usize, from: u64, to: u64) {
-        let Some(pool) = &self.pool else { return };
-        let a = &m.archive;
-        // Never prefetch more than a quarter of the cache: the rest holds what readers use now.
-        let cap = (a.cache().budget() / 4) as u64;
-        let to = to.min(from.saturating_add(cap));
-        let Ok(spans) = a.spans(file, from, to.saturating_sub(from)) else {
-            return;
-        };
-        let limit = a.storage().coalesce_limit();
-        if limit > 0 {
-            // Remote storage: one range request per run of adjacent chunks (a round trip per
-            // chunk would cap a stream at chunk size / RTT).
-            let mut ids: Vec<u32> = spans
-                .iter()
-                .map(|s| s.chunk)
-                .filter(|&c| !a.cache().contains(c))
-                .collect();
-            ids.dedup();
-            for run in a.stored_runs(&ids, limit) {
-                let a = a.clone();
-                // Errors are not cached: the reader's own request fetches again and reports.
-                if !self.spawn_prefetch(pool, move || drop(a.fetch_run(&run))) {
-                    return;
-                }
-            }
-            return;
-        }
-        for s in spans {
-            if a.cache().contains(s.chunk) {
-                continue;
-            }
-            let (a, id) = (a.clone(), s.chunk);
-            // Errors are not cached: the reader's own request decodes again and reports it.
-            if !self.spawn_prefetch(pool, move || drop(a.chunk(id))) {
-                return;
-            }
-        }
-    }
-
-    /// Queue one read-ahead job unless [`MAX_PREFETCH_INFLIGHT`] are queued or running already
-    /// (then `false`: the caller stops queueing this window).
-    fn spawn_prefetch(
-        &self,
-        pool: &crate::pool::Pool,
-        job: impl FnOnce() + Send + 'static,
-    ) -> bool {
-        if self.inflight.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH_INFLIGHT {
-            self.inflight.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        let inflight = self.inflight.clone();
-        pool.spawn(move || {
-            job();
-            inflight.fetch_sub(1, Ordering::AcqRel);
-        });
-        true
     }
 
     /// Read up to `len` bytes of file `ino` at `offset` (clamped to the file size and to
@@ -874,10 +578,9 @@ impl Vfs {
         self.read_at_with(ino, offset, len, <[u8]>::to_vec)
     }
 
-    /// [`Vfs::read_at`] handing the bytes to `f` instead of copying them out. The chunks of a
-    /// read over several chunks are decoded in parallel: all but the first go to the decode
-    /// pool while this thread decodes the first (whoever comes first decodes a chunk, the
-    /// others wait for it, so a queued job that starts late costs nothing).
+    /// [`Vfs::read_at`] handing the bytes to `f` instead of copying them out. The read's chunks
+    /// are planned once and handed to the decode scheduler ([`Scheduler::read`]: the chunks of
+    /// a read over several chunks are decoded in parallel).
     ///
     /// A request that covers a damaged chunk fails whole, and so does every later request that
     /// lies inside a range that failed (the last [`MAX_FAILED_RANGES`] are remembered). The
@@ -905,48 +608,47 @@ impl Vfs {
             tracing::error!("read failed: {}", crate::text::escaped(&err.to_string()));
             return Err(err);
         }
-        if let (Some(pool), Ok(spans)) = (&self.pool, m.archive.spans(file, offset, end - offset)) {
-            for s in spans.iter().skip(1) {
-                if !m.archive.cache().contains(s.chunk) {
-                    let (a, id) = (m.archive.clone(), s.chunk);
-                    // Errors are not cached: the reader below decodes again and reports them.
-                    pool.spawn(move || drop(a.chunk(id)));
-                }
-            }
-        }
-        // end - offset <= MAX_READ, fits in usize.
-        match m
+        let result = m
             .archive
-            .read_with(file, offset, (end - offset) as usize, f)
-        {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let (fname, at) = match &e {
-                    ArchiveError::Read { file, offset, .. } => (file.clone(), *offset),
-                    _ => (
-                        m.archive
-                            .files()
-                            .get(file)
-                            .map(|f| f.path.clone())
-                            .unwrap_or_default(),
-                        offset,
-                    ),
-                };
-                let err = VfsError::Read {
-                    archive: m.archive.path().to_path_buf(),
-                    file: fname,
-                    offset: at,
-                    source: Box::new(e.root().clone()),
-                };
-                self.remember_failed(ino, offset, end, &err);
-                // The file name comes from the archive: escaped for the log and the status.
-                let msg = format!("read failed: {}", crate::text::escaped(&err.to_string()));
-                tracing::error!("{msg}");
-                self.eio.fetch_add(1, Ordering::Relaxed);
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
-                Err(err)
-            }
-        }
+            .plan(file, offset, end - offset)
+            .and_then(|plan| self.sched.read(&m.archive, &plan, f));
+        result.map_err(|e| self.read_failed(m, ino, file, (offset, end), e))
+    }
+
+    /// Turn an archive error of a read of `[start, end)` into the [`VfsError`] the kernel gets:
+    /// remembered (see [`Vfs::read_at_with`]), logged once, counted.
+    fn read_failed(
+        &self,
+        m: &Mounted,
+        ino: u64,
+        file: usize,
+        (start, end): (u64, u64),
+        e: ArchiveError,
+    ) -> VfsError {
+        let (fname, at) = match &e {
+            ArchiveError::Read { file, offset, .. } => (file.clone(), *offset),
+            _ => (
+                m.archive
+                    .files()
+                    .get(file)
+                    .map(|f| f.path.clone())
+                    .unwrap_or_default(),
+                start,
+            ),
+        };
+        let err = VfsError::Read {
+            archive: m.archive.path().to_path_buf(),
+            file: fname,
+            offset: at,
+            source: Box::new(e.root().clone()),
+        };
+        self.remember_failed(ino, start, end, &err);
+        // The file name comes from the archive: escaped for the log and the status.
+        let msg = format!("read failed: {}", crate::text::escaped(&err.to_string()));
+        tracing::error!("{msg}");
+        self.eio.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+        err
     }
 
     fn lock_failed(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<FailedRange>> {
@@ -984,7 +686,7 @@ impl Vfs {
             blocks: self.stored_bytes.div_ceil(u64::from(BLOCK_SIZE)),
             bfree: 0,
             bavail: 0,
-            files: self.nodes.len() as u64,
+            files: self.tree.len(),
             ffree: 0,
             bsize: BLOCK_SIZE,
             namelen: NAME_MAX,
@@ -995,112 +697,5 @@ impl Vfs {
     /// The archives mounted (in inode-building order).
     pub fn archives(&self) -> Vec<Arc<Archive>> {
         self.archives.iter().map(|m| m.archive.clone()).collect()
-    }
-}
-
-/// Builds the node table. Every node is found by (parent inode, name), so adding a path costs
-/// its length, however deep it is (keying by the full path of every directory was quadratic in
-/// the depth, in time and in memory).
-struct TreeBuilder {
-    nodes: Vec<Node>,
-    /// (parent inode, name) -> inode, for every node but the root.
-    index: HashMap<(u64, String), u64>,
-}
-
-impl TreeBuilder {
-    fn contains(&self, parent: u64, name: &str) -> bool {
-        self.index.contains_key(&(parent, name.to_string()))
-    }
-
-    /// The directory `name` in `parent`, created if missing; `path` names it in errors.
-    fn dir(
-        &mut self,
-        parent: u64,
-        name: &str,
-        path: impl Fn() -> String,
-        mtime: SystemTime,
-    ) -> Result<u64, SetupError> {
-        if let Some(&ino) = self.index.get(&(parent, name.to_string())) {
-            return match self.nodes[(ino - 1) as usize].kind {
-                NodeKind::Dir { .. } => Ok(ino),
-                NodeKind::File { .. } => Err(SetupError::NameClash(format!(
-                    "{} is both a file and a directory",
-                    crate::text::escaped(&path())
-                ))),
-            };
-        }
-        self.add(
-            parent,
-            name,
-            path,
-            Node {
-                parent,
-                kind: NodeKind::Dir {
-                    children: Vec::new(),
-                },
-                size: 0,
-                perm: 0o555,
-                mtime,
-            },
-        )
-    }
-
-    /// The directories of `path` ('/'-separated) under `parent`, created if missing; returns the
-    /// inode of the last one and the final component.
-    fn dirs_of<'p>(
-        &mut self,
-        mut parent: u64,
-        prefix: &str,
-        path: &'p str,
-        mtime: SystemTime,
-    ) -> Result<(u64, &'p str), SetupError> {
-        let (dirs, name) = match path.rfind('/') {
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => ("", path),
-        };
-        if !dirs.is_empty() {
-            for (end, c) in dirs
-                .match_indices('/')
-                .map(|(i, _)| i)
-                .chain(std::iter::once(dirs.len()))
-                .zip(dirs.split('/'))
-            {
-                parent = self.dir(parent, c, || format!("{prefix}{}", &dirs[..end]), mtime)?;
-            }
-        }
-        Ok((parent, name))
-    }
-
-    fn add(
-        &mut self,
-        parent: u64,
-        name: &str,
-        path: impl Fn() -> String,
-        node: Node,
-    ) -> Result<u64, SetupError> {
-        let key = (parent, name.to_string());
-        if self.index.contains_key(&key) {
-            return Err(SetupError::NameClash(format!(
-                "{} appears twice",
-                crate::text::escaped(&path())
-            )));
-        }
-        let ino = self.nodes.len() as u64 + 1;
-        self.nodes.push(node);
-        self.index.insert(key, ino);
-        match self
-            .nodes
-            .get_mut((parent - 1) as usize)
-            .map(|n| &mut n.kind)
-        {
-            Some(NodeKind::Dir { children }) => children.push((name.to_string(), ino)),
-            _ => {
-                return Err(SetupError::NameClash(format!(
-                    "parent of {} is not a directory",
-                    crate::text::escaped(&path())
-                )));
-            }
-        }
-        Ok(ino)
     }
 }

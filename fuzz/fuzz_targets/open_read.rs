@@ -57,6 +57,7 @@ fuzz_target!(|input: &[u8]| {
             cache_bytes: 1 << 20,
             // One record page: a hostile archive with many records also drives page eviction.
             record_cache_bytes: 64 << 10,
+            ..OpenOptions::default()
         },
     ) else {
         return;

@@ -25,10 +25,24 @@ use crate::storage::{FileStorage, Storage, StorageError};
 /// few concurrent sequential readers; the mount picks its own budget from available memory.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
+/// Key of a decoded chunk in a cache: (the archive's tag from [`ChunkCache::register`], chunk id).
+pub type ChunkKey = (u32, u32);
+
+/// A decoded-chunk cache that several archives can share: one byte budget for all of them (a
+/// mount of several archives), each archive's chunks keyed by its own tag.
+pub type SharedCache = Arc<ChunkCache<ArchiveError, ChunkKey>>;
+
+/// A new [`SharedCache`] of `budget` decoded bytes.
+pub fn shared_cache(budget: usize) -> SharedCache {
+    Arc::new(ChunkCache::new(budget))
+}
+
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
-    /// Decoded-chunk cache budget in bytes.
+    /// Decoded-chunk cache budget in bytes (ignored when `shared_cache` is set).
     pub cache_bytes: usize,
+    /// Use this cache, shared with other archives, instead of one of `cache_bytes` of its own.
+    pub shared_cache: Option<SharedCache>,
     /// Budget of resident chunk-record pages in bytes (at least one page is kept; see
     /// [`records::DEFAULT_RECORD_CACHE_BYTES`]).
     pub record_cache_bytes: usize,
@@ -38,6 +52,7 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             cache_bytes: DEFAULT_CACHE_BYTES,
+            shared_cache: None,
             record_cache_bytes: records::DEFAULT_RECORD_CACHE_BYTES,
         }
     }
@@ -50,6 +65,34 @@ pub struct ChunkSpan {
     /// File offset of the chunk's first decoded byte.
     pub file_offset: u64,
     pub len: u32,
+}
+
+/// A read's chunk spans, computed once by [`Archive::plan`] and handed to everything that
+/// serves the read (the decode scheduler, [`Archive::read_planned`]). The range is clamped to
+/// the file: `offset..end`, empty at or past EOF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPlan {
+    file: usize,
+    offset: u64,
+    end: u64,
+    spans: Vec<ChunkSpan>,
+}
+
+impl ReadPlan {
+    pub fn file(&self) -> usize {
+        self.file
+    }
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// End of the range, clamped to the file size (`offset` when empty).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+    /// The chunks covering `offset..end`, in file order.
+    pub fn spans(&self) -> &[ChunkSpan] {
+        &self.spans
+    }
 }
 
 pub struct Archive {
@@ -68,7 +111,9 @@ pub struct Archive {
     /// Per file, per segment: stored bytes of its chunks (computed at open).
     seg_stored: Vec<Vec<u64>>,
     lossless: bool,
-    cache: ChunkCache<ArchiveError>,
+    /// Decoded chunks, keyed `(tag, id)`: this archive's own cache or one shared with others.
+    cache: SharedCache,
+    tag: u32,
     /// Persistent cache of stored chunks (remote archives with `--cache-dir`), set once.
     disk: std::sync::OnceLock<(Arc<DiskCache>, Namespace)>,
 }
@@ -121,6 +166,9 @@ impl Archive {
                 },
             },
         )?;
+        let cache = opts
+            .shared_cache
+            .unwrap_or_else(|| shared_cache(opts.cache_bytes));
         let seg_starts = loaded
             .files
             .iter()
@@ -147,7 +195,8 @@ impl Archive {
             seg_starts,
             seg_stored: loaded.seg_stored,
             lossless: loaded.lossless,
-            cache: ChunkCache::new(opts.cache_bytes),
+            tag: cache.register(),
+            cache,
             disk: std::sync::OnceLock::new(),
         })
     }
@@ -222,8 +271,13 @@ impl Archive {
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }
-    pub fn cache(&self) -> &ChunkCache<ArchiveError> {
-        &self.cache
+    /// Is chunk `id` cached or being decoded right now (no decode, no LRU promotion)?
+    pub fn is_cached(&self, id: u32) -> bool {
+        self.cache.contains((self.tag, id))
+    }
+    /// Byte budget of the decoded-chunk cache (shared with other archives, if it is).
+    pub fn cache_budget(&self) -> usize {
+        self.cache.budget()
     }
     /// Keep the stored bytes of every chunk fetched from now on in `cache` too, and look there
     /// first (each entry checked against the chunk's record before use). Once per archive.
@@ -353,10 +407,10 @@ impl Archive {
     /// applies; the first failure is returned (a storage failure abandons the piece's claims,
     /// so waiting readers fetch and report for themselves).
     pub fn fetch_run(&self, ids: &[u32]) -> Result<(), ArchiveError> {
-        let known: Vec<u32> = ids
+        let known: Vec<ChunkKey> = ids
             .iter()
-            .copied()
-            .filter(|&id| id < self.chunk_count())
+            .filter(|&&id| id < self.chunk_count())
+            .map(|&id| (self.tag, id))
             .collect();
         let mut result = Ok(());
         let mut keep = |r: Result<(), ArchiveError>| {
@@ -366,7 +420,7 @@ impl Archive {
         };
         let mut claims = Vec::new();
         for claim in self.cache.claim(&known) {
-            let id = claim.id();
+            let id = claim.id().1;
             let rec = match self.chunk_record(id) {
                 Ok(rec) => rec,
                 Err(e) => {
@@ -399,7 +453,7 @@ impl Archive {
                 continue; // `piece` drops here: its claims are abandoned
             }
             for (claim, rec) in piece {
-                let id = claim.id();
+                let id = claim.id().1;
                 let from = (rec.offset - start) as usize;
                 let stored = &buf[from..from + rec.stored_len as usize];
                 keep(
@@ -414,8 +468,23 @@ impl Archive {
 
     /// The decoded chunk, through the cache (decoded once however many threads ask).
     pub fn chunk(&self, id: u32) -> Result<Bytes, ArchiveError> {
-        self.cache
-            .get_or_decode(id, || self.decode_chunk_uncached(id).map(Bytes::new))
+        self.cache.get_or_decode((self.tag, id), || {
+            self.decode_chunk_uncached(id).map(Bytes::new)
+        })
+    }
+
+    /// The chunks covering `[offset, offset + len)` of file `file`, clamped to the file size:
+    /// the plan of one read, computed once.
+    pub fn plan(&self, file: usize, offset: u64, len: u64) -> Result<ReadPlan, ArchiveError> {
+        let spans = self.spans(file, offset, len)?;
+        // spans succeeded: `file` exists.
+        let end = offset.saturating_add(len).min(self.files[file].size);
+        Ok(ReadPlan {
+            file,
+            offset,
+            end: end.max(offset),
+            spans,
+        })
     }
 
     /// The chunks covering `[offset, offset+len)` of file `file`, clamped to the file size.
@@ -470,27 +539,48 @@ impl Archive {
     /// short only at end of file (0 at or past EOF). A damaged chunk fails the whole read with an
     /// error naming the file and the offset of the damaged chunk; no bytes are returned as valid.
     pub fn read_at(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<usize, ArchiveError> {
-        let spans = self.spans(file, offset, buf.len() as u64)?;
+        let plan = self.plan(file, offset, buf.len() as u64)?;
+        self.copy_planned(&plan, buf)
+    }
+
+    /// Copy the planned range into `buf` (at most `buf.len()` bytes); returns the bytes copied.
+    fn copy_planned(&self, plan: &ReadPlan, buf: &mut [u8]) -> Result<usize, ArchiveError> {
         let mut n = 0usize;
-        for s in spans {
-            let data = self.chunk(s.chunk).map_err(|e| ArchiveError::Read {
-                file: self.files[file].path.clone(),
-                offset: s.file_offset.max(offset),
-                source: Box::new(e),
-            })?;
-            let from = (offset + n as u64 - s.file_offset) as usize;
+        for s in &plan.spans {
+            let (data, from) = self.span_bytes(plan, s)?;
             let take = (s.len as usize - from).min(buf.len() - n);
-            buf[n..n + take].copy_from_slice(&data[from..from + take]);
+            let src = data
+                .get(from..from + take)
+                .ok_or(ArchiveError::NoSuchChunk { chunk: s.chunk })?;
+            buf[n..n + take].copy_from_slice(src);
             n += take;
+            if n == buf.len() {
+                break;
+            }
         }
         Ok(n)
     }
 
+    /// The decoded chunk of span `s` of `plan`, and where the plan's bytes start in it. An error
+    /// names the file and the offset where the read meets the damaged chunk.
+    fn span_bytes(&self, plan: &ReadPlan, s: &ChunkSpan) -> Result<(Bytes, usize), ArchiveError> {
+        let at = s.file_offset.max(plan.offset);
+        let data = self.chunk(s.chunk).map_err(|e| ArchiveError::Read {
+            file: self
+                .files
+                .get(plan.file)
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
+            offset: at,
+            source: Box::new(e),
+        })?;
+        // The plan's spans cover offset..end in order, so at >= s.file_offset.
+        Ok((data, (at - s.file_offset) as usize))
+    }
+
     /// Call `f` with the bytes of file `file` in `[offset, offset + len)`, clamped to the file
-    /// size (empty at or past EOF). A range inside one chunk is handed out as a slice of the
-    /// cached chunk, without a copy; a range over several chunks is assembled in a per-thread
-    /// buffer that is reused from call to call (a fresh buffer per FUSE request would be
-    /// page-faulted and zeroed each time). Errors as in [`Archive::read_at`].
+    /// size (empty at or past EOF). Errors as in [`Archive::read_at`]; see
+    /// [`Archive::read_planned`].
     pub fn read_with<R>(
         &self,
         file: usize,
@@ -498,34 +588,35 @@ impl Archive {
         len: usize,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, ArchiveError> {
-        let spans = self.spans(file, offset, len as u64)?;
-        match spans.as_slice() {
+        self.read_planned(&self.plan(file, offset, len as u64)?, f)
+    }
+
+    /// Call `f` with the bytes `plan` covers (from [`Archive::plan`] of this archive). A range
+    /// inside one chunk is handed out as a slice of the cached chunk, without a copy; a range
+    /// over several chunks is assembled in a per-thread buffer that is reused from call to call
+    /// (a fresh buffer per FUSE request would be page-faulted and zeroed each time).
+    pub fn read_planned<R>(
+        &self,
+        plan: &ReadPlan,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ArchiveError> {
+        // end - offset is at most the `len` the plan was made for.
+        let n = usize::try_from(plan.end - plan.offset).unwrap_or(usize::MAX);
+        match plan.spans.as_slice() {
             [] => Ok(f(&[])),
             [s] => {
-                let data = self.chunk(s.chunk).map_err(|e| ArchiveError::Read {
-                    file: self.files[file].path.clone(),
-                    offset: s.file_offset.max(offset),
-                    source: Box::new(e),
-                })?;
-                // offset >= s.file_offset and the span is clamped to the read: in bounds.
-                let from = (offset - s.file_offset) as usize;
-                let take = (s.len as usize - from).min(len);
-                Ok(f(&data[from..from + take]))
+                let (data, from) = self.span_bytes(plan, s)?;
+                let take = (s.len as usize - from).min(n);
+                let bytes = data
+                    .get(from..from + take)
+                    .ok_or(ArchiveError::NoSuchChunk { chunk: s.chunk })?;
+                Ok(f(bytes))
             }
-            [.., last] => {
-                // Spans lie inside the file and cover the read (clamped), so end > offset and
-                // end - offset <= len.
-                let end = last
-                    .file_offset
-                    .saturating_add(u64::from(last.len))
-                    .min(offset.saturating_add(len as u64));
-                let n = usize::try_from(end.saturating_sub(offset)).unwrap_or(len);
-                ASSEMBLE.with_borrow_mut(|buf| {
-                    buf.resize(n, 0);
-                    let got = self.read_at(file, offset, &mut buf[..n])?;
-                    Ok(f(&buf[..got]))
-                })
-            }
+            _ => ASSEMBLE.with_borrow_mut(|buf| {
+                buf.resize(n, 0);
+                let got = self.copy_planned(plan, &mut buf[..n])?;
+                Ok(f(&buf[..got]))
+            }),
         }
     }
 

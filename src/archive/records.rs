@@ -574,6 +574,7 @@ mod tests {
         let opts = OpenOptions {
             cache_bytes: 1 << 16,
             record_cache_bytes,
+            ..OpenOptions::default()
         };
         let a = Archive::open_storage(st.clone(), opts).unwrap();
         (st, a)

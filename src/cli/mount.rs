@@ -986,25 +986,7 @@ fn serve_logged(
         .unwrap_or_else(|_| args.mountpoint.clone())
         .display()
         .to_string();
-    {
-        let (log, started, pid, mp) = (
-            log.clone(),
-            std::time::Instant::now(),
-            std::process::id(),
-            mp_abs.clone(),
-        );
-        vfs.set_status_hook(Box::new(move || {
-            let lost = log.as_ref().map(DaemonLog::lost).unwrap_or_default();
-            format!(
-                "mountpoint: {mp}\npid: {pid}\nup: {} s\nlog: {log_desc}\nlog lines lost: {} ({} \
-                 queue full, {} write failed)\n",
-                started.elapsed().as_secs(),
-                lost.total(),
-                lost.queue_full,
-                lost.write_failed
-            )
-        }));
-    }
+    set_status_hook(&vfs, log, log_desc, mp_abs.clone());
     let lock = match lock_mountpoint(&args.mountpoint) {
         Ok(l) => l,
         Err(e) => {
@@ -1020,24 +1002,7 @@ fn serve_logged(
     let mut mounted = match mounted {
         Ok(m) => m,
         Err(e) => {
-            let e = MountError::Mount {
-                path: args.mountpoint.clone(),
-                msg: if e.kind() == std::io::ErrorKind::NotFound {
-                    format!("{e} (is /dev/fuse present? `modprobe fuse`)")
-                } else if e.kind() == std::io::ErrorKind::PermissionDenied
-                    // SAFETY: geteuid has no preconditions.
-                    && unsafe { libc::geteuid() } != 0
-                {
-                    format!(
-                        "{e}: not root, so the mount needs read-write access to /dev/fuse (see \
-                         `ls -l /dev/fuse`: usually crw-rw-rw-; else ask for its group) and \
-                         fusermount3 (setuid root; Debian/Ubuntu: `apt install fuse3`), or run \
-                         upg-mount as root"
-                    )
-                } else {
-                    e.to_string()
-                },
-            };
+            let e = mount_error(&args.mountpoint, e);
             report(ready, &format!("{e}\n"));
             return Err(e);
         }
@@ -1054,8 +1019,62 @@ fn serve_logged(
     if daemon {
         detach_stdio();
     }
-    let mut unmounter = mounted.unmounter();
-    let mp = args.mountpoint.clone();
+    spawn_signal_thread(set, mounted.unmounter(), args.mountpoint.clone())?;
+    let served = mounted.run().map_err(|e| MountError::Mount {
+        path: args.mountpoint.clone(),
+        msg: e.to_string(),
+    });
+    log_exit_summary(&vfs, log, &mp_abs);
+    served
+}
+
+/// The daemon's lines of the status report (`upg-mount --status`).
+fn set_status_hook(vfs: &Vfs, log: &Option<DaemonLog>, log_desc: String, mp: String) {
+    {
+        let (log, started, pid) = (log.clone(), std::time::Instant::now(), std::process::id());
+        vfs.set_status_hook(Box::new(move || {
+            let lost = log.as_ref().map(DaemonLog::lost).unwrap_or_default();
+            format!(
+                "mountpoint: {mp}\npid: {pid}\nup: {} s\nlog: {log_desc}\nlog lines lost: {} ({} \
+                 queue full, {} write failed)\n",
+                started.elapsed().as_secs(),
+                lost.total(),
+                lost.queue_full,
+                lost.write_failed
+            )
+        }));
+    }
+}
+
+/// A failed `mount(2)` as the user should read it (with the usual cause, when it is one).
+fn mount_error(mp: &Path, e: std::io::Error) -> MountError {
+    MountError::Mount {
+        path: mp.to_path_buf(),
+        msg: if e.kind() == std::io::ErrorKind::NotFound {
+            format!("{e} (is /dev/fuse present? `modprobe fuse`)")
+        } else if e.kind() == std::io::ErrorKind::PermissionDenied
+            // SAFETY: geteuid has no preconditions.
+            && unsafe { libc::geteuid() } != 0
+        {
+            format!(
+                "{e}: not root, so the mount needs read-write access to /dev/fuse (see \
+                 `ls -l /dev/fuse`: usually crw-rw-rw-; else ask for its group) and \
+                 fusermount3 (setuid root; Debian/Ubuntu: `apt install fuse3`), or run \
+                 upg-mount as root"
+            )
+        } else {
+            e.to_string()
+        },
+    }
+}
+
+/// The thread that waits for SIGINT/SIGTERM/SIGHUP (blocked in every thread, see
+/// `block_signals`) and unmounts, lazily if a plain unmount fails.
+fn spawn_signal_thread(
+    set: libc::sigset_t,
+    mut unmounter: fuse::Unmounter,
+    mp: PathBuf,
+) -> Result<(), MountError> {
     std::thread::Builder::new()
         .name("upg-signals".into())
         .spawn(move || {
@@ -1072,12 +1091,12 @@ fn serve_logged(
                 }
             }
         })
-        .map_err(|e| MountError::Daemon(e.to_string()))?;
-    let served = mounted.run().map_err(|e| MountError::Mount {
-        path: args.mountpoint.clone(),
-        msg: e.to_string(),
-    });
-    // The at-exit summary: what `--status` said last.
+        .map(drop)
+        .map_err(|e| MountError::Daemon(e.to_string()))
+}
+
+/// The at-exit summary: what `--status` said last.
+fn log_exit_summary(vfs: &Vfs, log: &Option<DaemonLog>, mp_abs: &str) {
     let st = vfs.stats();
     let lost = log.as_ref().map(DaemonLog::lost).unwrap_or_default();
     let c = crate::cli::count;
@@ -1092,7 +1111,6 @@ fn serve_logged(
     } else {
         tracing::info!("{line}");
     }
-    served
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::CliError;
 use crate::archive::{Archive, OpenOptions};
 use crate::storage::remote::{Remote, RemoteOptions, RemoteUrl};
 use crate::storage::{Location, StorageError, open_location};
-use crate::vfs::Source;
+use crate::vfs::{Found, Source};
 
 /// Where remote archives are read from; environment variables as in the AWS CLI
 /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE`,
@@ -96,27 +96,21 @@ fn remote_dir_name(key: &str) -> String {
     crate::vfs::archive_dir_name(Path::new(last))
 }
 
-/// Expand mount sources: local paths as `vfs::expand_sources` does (a folder contributes each
-/// `.upg` inside); an `s3://BUCKET/PREFIX/` every `.upg` object directly under the prefix. One
-/// single archive goes to the root, anything else gets one sub-directory per archive. Remote
-/// objects are opened here (HEAD), so a wrong credential is an error before the mount.
+/// Expand mount sources: local paths through `vfs::list_local` (a folder contributes each
+/// `.upg` inside); an `s3://BUCKET/PREFIX/` every `.upg` object directly under the prefix; then
+/// `vfs::lay_out`, the rule the tests use too (one single archive goes to the root, anything
+/// else gets one sub-directory per archive). Remote objects are opened here (HEAD), so a wrong
+/// credential is an error before the mount.
 pub fn expand_mount_sources(
     sources: &[std::path::PathBuf],
     remote: &RemoteArgs,
 ) -> Result<Vec<(Option<String>, Source)>, String> {
     let opts = remote.options();
-    // (is one of several from a folder or prefix, source)
-    let mut found: Vec<(bool, (String, Source))> = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     for s in sources {
         match Location::parse(s.as_os_str()).map_err(|e| e.to_string())? {
             Location::Local(p) => {
-                let list = crate::vfs::expand_sources(std::slice::from_ref(&p))
-                    .map_err(|e| e.to_string())?;
-                let folder = p.is_dir();
-                for (_, path) in list {
-                    let name = crate::vfs::archive_dir_name(&path);
-                    found.push((folder, (name, Source::Path(path))));
-                }
+                found.extend(crate::vfs::list_local(&p).map_err(|e| e.to_string())?);
             }
             Location::Remote(u) if u.is_prefix() => {
                 let RemoteUrl::S3 { key: prefix, .. } = &u else {
@@ -129,21 +123,26 @@ pub fn expand_mount_sources(
                 }
                 for k in keys {
                     let st = r.open(&k).map_err(|e| e.to_string())?;
-                    found.push((true, (remote_dir_name(&k), Source::Storage(Arc::new(st)))));
+                    found.push(Found {
+                        name: remote_dir_name(&k),
+                        source: Source::Storage(Arc::new(st)),
+                        listed: true,
+                    });
                 }
             }
             Location::Remote(u) => {
                 let name = remote_dir_name(&u.to_string());
                 let st = open_location(&Location::Remote(u), &opts)
                     .map_err(|e: StorageError| e.to_string())?;
-                found.push((false, (name, Source::Storage(st))));
+                found.push(Found {
+                    name,
+                    source: Source::Storage(st),
+                    listed: false,
+                });
             }
         }
     }
-    if found.len() == 1 && !found[0].0 {
-        return Ok(vec![(None, found.remove(0).1.1)]);
-    }
-    Ok(found.into_iter().map(|(_, (n, s))| (Some(n), s)).collect())
+    crate::vfs::lay_out(found).map_err(|e| e.to_string())
 }
 
 /// A sink that writes an archive being packed straight into a multipart upload to `url`
