@@ -351,12 +351,48 @@ pub(super) fn no_tensors_warning(input: &Path, files: usize) -> String {
     )
 }
 
+pub(super) use lossless::LosslessCodec;
+
+mod lossless {
+    use crate::codec::{Codec, CodecError};
+
+    /// A codec that reproduces its input exactly: any [`Codec`] but `Codec::Quant`, which only
+    /// [`super::Encoder::Lossy`] runs (with its plan). The field is private to this module, so
+    /// `Encoder::Lossless` cannot hold a quantizer: [`LosslessCodec::new`] is the only way in.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct LosslessCodec(Codec);
+
+    impl LosslessCodec {
+        /// `codec` as a lossless codec; `None` for `Codec::Quant`.
+        pub fn new(codec: Codec) -> Option<LosslessCodec> {
+            match codec {
+                Codec::Quant(_) => None,
+                Codec::Raw
+                | Codec::Zstd(_)
+                | Codec::Float(_)
+                | Codec::Block(_)
+                | Codec::F16ViaBf16 => Some(LosslessCodec(codec)),
+            }
+        }
+
+        #[cfg(test)]
+        pub fn codec(self) -> Codec {
+            self.0
+        }
+
+        /// [`Codec::encode_chosen`] of the codec.
+        pub fn encode_chosen(self, input: &[u8], out: &mut Vec<u8>) -> Result<Codec, CodecError> {
+            self.0.encode_chosen(input, out)
+        }
+    }
+}
+
 /// How one chunk is coded.
 #[derive(Clone)]
 pub(super) enum Encoder {
-    /// A lossless codec (never `Codec::Quant`: [`encoders`] turns every quantized segment into
-    /// `Lossy`), falling back to raw bytes where coding does not pay.
-    Lossless(Codec),
+    /// A lossless codec (never `Codec::Quant`: [`LosslessCodec`] cannot hold one), falling back
+    /// to raw bytes where coding does not pay.
+    Lossless(LosslessCodec),
     /// Quantize with the tensor-wide `plan` computed from the whole tensor.
     Lossy {
         kind: FloatKind,
@@ -445,8 +481,9 @@ fn encoders(
         .zip(planned)
         .map(|(p, tp)| match (p.codec, tp) {
             (Codec::Quant(kind), Some(plan)) => Ok(Encoder::Lossy { kind, plan }),
-            (Codec::Quant(_), None) => Err(codec_err(f, p, "no quantization plan".into())),
-            (codec, _) => Ok(Encoder::Lossless(codec)),
+            (codec, _) => LosslessCodec::new(codec)
+                .map(Encoder::Lossless)
+                .ok_or_else(|| codec_err(f, p, "no quantization plan".into())),
         })
         .collect()
 }
@@ -486,5 +523,32 @@ fn codec_err(f: &InputFile, p: &SegPlan, msg: String) -> PackError {
         path: f.abs.clone(),
         tensor: p.tensor.as_ref().map_or_else(String::new, |t| t.0.clone()),
         msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lossless_encoder_never_holds_a_quantizer() {
+        for k in [
+            FloatKind::Bf16,
+            FloatKind::F16,
+            FloatKind::F32,
+            FloatKind::F64,
+        ] {
+            assert_eq!(LosslessCodec::new(Codec::Quant(k)), None);
+            let c = LosslessCodec::new(Codec::Float(k)).unwrap();
+            assert_eq!(c.codec(), Codec::Float(k));
+        }
+        for c in [
+            Codec::Raw,
+            Codec::Zstd(3),
+            Codec::Block(2),
+            Codec::F16ViaBf16,
+        ] {
+            assert_eq!(LosslessCodec::new(c).map(LosslessCodec::codec), Some(c));
+        }
     }
 }
