@@ -433,3 +433,83 @@ fn hf_hub_directory_stores_each_repo_by_its_snapshot() {
         stderr(&o)
     );
 }
+
+/// A file rewritten while it is packed fails the pack with "file changed while being packed"
+/// (the encoder's and the hasher's reads differ) and leaves no output and no temporary; it
+/// never gives an archive whose digest describes bytes it does not hold. A thread flips one
+/// byte in every 4 KiB chunk of a 16 MiB file for as long as the packs run, so each chunk's two
+/// reads see independent values: a pack that succeeds anyway (every chunk read the same twice)
+/// must still be self-consistent, and at least one of the tries must fail.
+#[test]
+fn a_file_changed_during_pack_fails_without_output() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use upg::archive::writer::{PackOptions, pack};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("blob.bin");
+    const LEN: usize = 16 << 20;
+    let mut rng = Rng::new(3);
+    let data: Vec<u8> = (0..LEN).map(|_| rng.next_u64() as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let stop = AtomicBool::new(false);
+    let opts = PackOptions {
+        chunk_size: 4096,
+        threads: 2,
+        force: true,
+        ..Default::default()
+    };
+    let out = tmp.path().join("m.upg");
+    let (mut failed, mut succeeded) = (0, 0);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let mut v = 0u8;
+            while !stop.load(Ordering::Relaxed) {
+                v ^= 1;
+                for off in (100..LEN).step_by(4096) {
+                    f.write_all_at(&[v], off as u64).unwrap();
+                }
+            }
+        });
+        // Stops the flipper however this closure ends (a failed assertion must not leave the
+        // scope waiting for it forever).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        for _ in 0..5 {
+            match pack(&dir, &out, &opts) {
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("blob.bin") && msg.contains("changed while being packed"),
+                        "{msg}"
+                    );
+                    assert!(!out.exists(), "a failed pack left {}", out.display());
+                    failed += 1;
+                }
+                Ok(_) => {
+                    // Every chunk was read the same twice: the archive must agree with itself.
+                    let a = upg::archive::Archive::open(&out).unwrap();
+                    let r = upg::archive::verify::verify(&a, None);
+                    assert!(r.problems.is_empty(), "{:?}", r.problems.len());
+                    std::fs::remove_file(&out).unwrap();
+                    succeeded += 1;
+                }
+            }
+        }
+    });
+    assert!(
+        failed > 0,
+        "{succeeded} packs of a changing file succeeded, none failed"
+    );
+    for e in std::fs::read_dir(tmp.path()).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        assert!(!n.contains("upg-tmp"), "temporary left behind: {n}");
+    }
+}

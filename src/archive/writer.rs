@@ -5,18 +5,22 @@
 //! so the small files of a model directory do not run one at a time after a drained window):
 //! - the calling thread hands chunk jobs (with recycled buffers) to the rayon pool;
 //! - the pool (`threads` workers) reads each chunk with `pread` and encodes it;
-//! - hasher threads (`hash`) read each file once more and compute its SHA-256, several files
-//!   at once (a SHA-256 must see a file's bytes in order, so one thread per file);
-//! - the calling thread takes the results back in file order: checks each chunk's input hash
-//!   against what the hasher read, de-duplicates by decoded content, appends stored bytes to
-//!   the output and records chunk records.
+//! - hasher threads (`hash`, as many as workers) read each file once more and compute its
+//!   SHA-256, several files at once (a SHA-256 must see a file's bytes in order, so one thread
+//!   per file), at their own pace: nothing waits for a digest until the index is written;
+//! - the calling thread takes the results back in file order, de-duplicates by decoded
+//!   content, appends stored bytes to the output and records chunk records; each file's digest
+//!   is checked against the encoder's reading (per-chunk input hashes) when the hasher has it,
+//!   at the latest at the end.
 //!
 //! Reading, hashing and writing thus overlap the encoding instead of running between batches
 //! (the first version ran them as phases of a batch, which left workers idle: 2 threads packed
 //! at ~1.3x one thread's speed). The calling thread is not a pool worker and is not counted in
 //! `threads`. It used to hash as well, and at SHA-256's ~1.5 GB/s per thread that capped pack
-//! at 0.75 GiB/s on 16 cores (issue 9); now it only de-duplicates and writes. Reading in the workers rather than in the calling thread keeps that thread, the
-//! serial part, as short as possible.
+//! at 0.75 GiB/s on 16 cores (issue 9); then it waited at every file end for that file's
+//! digest, from at most 4 hashers at a time (1.65 GiB/s on 16 cores); now it only
+//! de-duplicates and writes. Reading in the workers rather than in the calling thread keeps
+//! that thread, the serial part, as short as possible.
 //!
 //! The stages are types in `writer/`: `input` walks the input into files, `plan` decides each
 //! file's segments and codecs and makes one job per chunk with its `Encoder` (`budget` computes
@@ -333,9 +337,13 @@ pub fn pack_to(
     if summary.tensors == 0 {
         warnings.push(plan::no_tensors_warning(input, inputs.len()));
     }
-    // Whole-file SHA-256 on hasher threads (see `hash`): one per file, several files at once.
-    // One hasher keeps up with about four encoder threads (SHA-256 ~1.5-2 GB/s, encoding
-    // ~0.4-0.5 GB/s per thread); more than 8 at once would only compete for memory bandwidth.
+    // Whole-file SHA-256 on hasher threads (see `hash`): one file per thread at a time, as many
+    // threads as workers, so all shards of a model are hashed at once when there are cores for
+    // them. A file's SHA-256 is sequential and the longest one bounds the pack (0.85 GiB/s per
+    // thread on the 16-core GPU host, ~1.2 GB/s here), so hashing must start with the pack and
+    // run beside the encoders, not one file after another behind the ordered writer. The
+    // hashers and encoders share the cores (the CPU-bound work is the same either way); an idle
+    // hasher slot costs nothing.
     let hashers = hash::Hashers::new(
         (0..inputs.len())
             .map(|k| hash::HashJob {
@@ -343,7 +351,7 @@ pub fn pack_to(
                 pieces: jobs.of_file(k).iter().map(|j| (j.offset, j.len)).collect(),
             })
             .collect(),
-        threads.div_ceil(4).clamp(1, 8),
+        threads,
     );
     let mut store = store::Store::new(&inputs, &plans, output, w, hashers, bar, summary)?;
     pipeline::run(&pool, threads, &inputs, &jobs, &mut store)?;
