@@ -197,6 +197,45 @@ fn reads_past_eof_and_zero_length() {
     assert!(v.read_at(empty.ino, 0, 4096).unwrap().is_empty());
 }
 
+/// The tree `upg-mount SOURCES` builds: its own expansion (`cli::remote::expand_mount_sources`,
+/// local paths here), then the shared opener and tree builder, as `cli::mount::run_inner` does.
+fn as_upg_mount(sources: &[PathBuf], cache: usize) -> Result<Vfs, String> {
+    let list = upg::cli::remote::expand_mount_sources(sources, &Default::default())?;
+    let archives = upg::vfs::open_sources(list, cache).map_err(|e| e.to_string())?;
+    Vfs::from_archives(archives, opts(cache)).map_err(|e| e.to_string())
+}
+
+#[test]
+fn upg_mount_lays_sources_out_as_the_tests_do() {
+    let f1 = fixture(8, 4096);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&f1.archive, dir.path().join("alpha.upg")).unwrap();
+    std::fs::copy(&f1.archive, dir.path().join("beta.upg")).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(&f1.archive, other.path().join("alpha.upg")).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let cases: Vec<Vec<PathBuf>> = vec![
+        vec![dir.path().to_path_buf()],
+        vec![dir.path().join("alpha.upg"), dir.path().join("beta.upg")],
+        vec![dir.path().join("beta.upg")],
+        vec![dir.path().join("alpha.upg"), other.path().join("alpha.upg")],
+        vec![other.path().join("nothing")],
+        vec![empty.path().to_path_buf()],
+    ];
+    for sources in cases {
+        let ours = Vfs::open_sources(&sources, opts(1 << 20));
+        let theirs = as_upg_mount(&sources, 1 << 20);
+        match (ours, theirs) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(names(&a, ROOT_INO), names(&b, ROOT_INO), "{sources:?}");
+                assert_eq!(a.inode_count(), b.inode_count());
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b, "{sources:?}"),
+            (a, b) => panic!("{sources:?}: {:?} vs {:?}", a.err(), b.err()),
+        }
+    }
+}
+
 #[test]
 fn several_archives_get_one_directory_each() {
     let f1 = fixture(4, 4096);
@@ -373,4 +412,47 @@ proptest! {
             prop_assert_eq!(&got[..], &orig[start..end.max(start)]);
         }
     }
+}
+
+#[test]
+fn read_ahead_stays_within_a_quarter_of_the_cache() {
+    // 64 KiB cache: the scheduler decodes at most 16 KiB of file ahead, however far it is asked.
+    let f = fixture(9, 4096);
+    let a = Arc::new(
+        Archive::open_with(
+            &f.archive,
+            OpenOptions {
+                cache_bytes: 64 << 10,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let fi = a.file_index("model.safetensors").unwrap();
+    let inside: Vec<u32> = a
+        .spans(fi, 0, 16 << 10)
+        .unwrap()
+        .iter()
+        .map(|s| s.chunk)
+        .collect();
+    // The first chunk past the cap that is not also one inside it (de-duplicated chunks).
+    let beyond = a
+        .spans(fi, 16 << 10, 64 << 10)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.chunk)
+        .find(|c| !inside.contains(c))
+        .unwrap();
+    let sched = upg::archive::Scheduler::new(2);
+    sched.read_ahead(&a, fi, 0, 1 << 20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !inside.iter().all(|&c| a.is_cached(c)) {
+        assert!(std::time::Instant::now() < deadline, "no read-ahead");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !a.is_cached(beyond),
+        "read-ahead went past a quarter of the cache"
+    );
 }
